@@ -1,0 +1,1 @@
+"""ConvMixer on CIFAR-10: the library behind the tutorial book."""

@@ -1,0 +1,117 @@
+"""Command line: `python -m convmixer_lib train|evaluate`, so a full run needs no notebook."""
+
+import argparse
+import os
+import subprocess
+import sys
+
+import keras
+
+from .data import load_splits, make_dataset
+from .model import build_convmixer
+from .training import evaluate, load_run_model, run_experiment
+
+
+def _commit():
+    """The git commit of the library's checkout, or None outside a checkout."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def train(args):
+    keras.utils.set_random_seed(args.seed)
+    (x_train, y_train), val, test = load_splits(args.data)
+    x_train, y_train = x_train[: args.train_size], y_train[: args.train_size]
+    print(f"Training images: {len(x_train)}, validation: {len(val[0])}, test: {len(test[0])}")
+    model = build_convmixer(
+        filters=args.filters, depth=args.depth,
+        kernel_size=args.kernel_size, patch_size=args.patch_size,
+    )
+    _, metrics = run_experiment(
+        model,
+        make_dataset(x_train, y_train, args.batch_size, training=True, seed=args.seed),
+        make_dataset(*val, args.batch_size),
+        test,
+        args.run_dir,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        details={
+            "train_images": len(x_train),
+            "validation_images": len(val[0]),
+            "test_images": len(test[0]),
+            "batch_size": args.batch_size,
+            "command": " ".join(["python -m convmixer_lib"] + sys.argv[1:]),
+            "commit": _commit(),
+        },
+    )
+    print(
+        f"Best epoch {metrics['best_epoch']} (validation accuracy "
+        f"{100 * metrics['best_val_accuracy']:.2f}%): test accuracy "
+        f"{100 * metrics['test_accuracy']:.2f}%, written to {args.run_dir}"
+    )
+
+
+def evaluate_command(args):
+    model = load_run_model(args.run_dir)
+    _, _, (x_test, y_test) = load_splits(args.data)
+    results = evaluate(model, x_test, y_test, args.batch_size)
+    print(f"Test images: {len(x_test)}")
+    print(f"Test loss: {results['loss']:.4f}")
+    print(f"Test accuracy: {100 * results['accuracy']:.2f}%")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m convmixer_lib",
+        description="Train and evaluate ConvMixer on CIFAR-10.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    data_help = ("cifar-10-python.tar.gz or its extracted folder "
+                 "(default: $CIFAR10_PATH, else Keras' download)")
+
+    t = commands.add_parser("train", help="train, keep the best epoch, test it",
+                            description="Train ConvMixer as the Keras example does. "
+                            "Rerun the same command to resume an interrupted run.")
+    t.add_argument("--run-dir", required=True, help="directory for checkpoints and records")
+    t.add_argument("--data", help=data_help)
+    t.add_argument("--epochs", type=_positive, default=10, help="default: 10")
+    t.add_argument("--train-size", type=_positive, default=None,
+                   help="use the first N of the 45,000 training images (default: all)")
+    t.add_argument("--batch-size", type=_positive, default=128, help="default: 128")
+    t.add_argument("--learning-rate", type=float, default=1e-3, help="AdamW, default: 1e-3")
+    t.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW, default: 1e-4")
+    t.add_argument("--seed", type=int, default=42, help="default: 42")
+    t.add_argument("--filters", type=_positive, default=256, help="channels, default: 256")
+    t.add_argument("--depth", type=_positive, default=8, help="blocks, default: 8")
+    t.add_argument("--kernel-size", type=_positive, default=5, help="depthwise kernel, default: 5")
+    t.add_argument("--patch-size", type=_positive, default=2, help="default: 2")
+    t.set_defaults(run=train)
+
+    e = commands.add_parser("evaluate", help="evaluate a run's best weights on the test set",
+                            description="Evaluate the best weights of a run directory "
+                            "on the 10,000 CIFAR-10 test images.")
+    e.add_argument("--run-dir", required=True, help="a directory written by `train`")
+    e.add_argument("--data", help=data_help)
+    e.add_argument("--batch-size", type=_positive, default=128, help="default: 128")
+    e.set_defaults(run=evaluate_command)
+
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError) as error:
+        parser.exit(2, f"error: {error}\n")

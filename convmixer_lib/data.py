@@ -1,0 +1,225 @@
+"""CIFAR-10: loading, the example's train/validation split, and tf.data pipelines."""
+
+import gzip
+import os
+import pickle
+import tarfile
+import zlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+CLASS_NAMES = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+VALIDATION_SIZE = 5000
+BATCH_NAMES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+_FOLDER = "cifar-10-batches-py"
+
+
+def load_cifar10(path=None):
+    """Load CIFAR-10 exactly as `keras.datasets.cifar10.load_data()` returns it.
+
+    Args:
+        path: the official archive `cifar-10-python.tar.gz`, its extracted
+            `cifar-10-batches-py/` folder, or a folder holding either. When None,
+            the environment variable `CIFAR10_PATH` is used if set; otherwise
+            Keras downloads the dataset.
+
+    Returns:
+        `(x_train, y_train), (x_test, y_test)`: uint8 images of shape
+        `(50000, 32, 32, 3)` and `(10000, 32, 32, 3)`, uint8 labels 0–9 of shape
+        `(50000, 1)` and `(10000, 1)`, in the archive's order.
+
+    Raises:
+        FileNotFoundError: if `path` does not exist or lacks a batch file.
+        ValueError: if the archive is truncated or corrupt, or a batch does not
+            hold 32×32 RGB images with labels 0–9. Nothing is returned then.
+    """
+    if path is None:
+        path = os.environ.get("CIFAR10_PATH") or None
+    if path is None:
+        return keras.datasets.cifar10.load_data()
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"CIFAR-10 not found at {path!r}: expected the archive "
+            f"cifar-10-python.tar.gz or its extracted {_FOLDER}/ folder."
+        )
+    if os.path.isdir(path):
+        batches = _read_folder(path)
+    else:
+        batches = _read_archive(path)
+    train = [_decode(path, name, batches[name]) for name in BATCH_NAMES[:5]]
+    x_test, y_test = _decode(path, "test_batch", batches["test_batch"])
+    x_train = np.concatenate([x for x, _ in train])
+    y_train = np.concatenate([y for _, y in train])
+    return (x_train, y_train), (x_test, y_test)
+
+
+def _read_folder(path):
+    for folder in (path, os.path.join(path, _FOLDER)):
+        if os.path.exists(os.path.join(folder, "test_batch")):
+            break
+        archive = os.path.join(folder, "cifar-10-python.tar.gz")
+        if os.path.isfile(archive):
+            return _read_archive(archive)
+    batches = {}
+    for name in BATCH_NAMES:
+        file = os.path.join(folder, name)
+        if not os.path.isfile(file):
+            raise FileNotFoundError(
+                f"CIFAR-10 folder {path!r} lacks {name!r}: expected "
+                f"{', '.join(BATCH_NAMES)} in it or in {_FOLDER}/ inside it."
+            )
+        with open(file, "rb") as f:
+            batches[name] = f.read()
+    return batches
+
+
+def _read_archive(path):
+    """Read every batch from the .tar.gz, to its end, so gzip checks its CRC."""
+    batches = {}
+    try:
+        with gzip.open(path, "rb") as stream:
+            with tarfile.open(fileobj=stream, mode="r|") as archive:
+                for member in archive:
+                    name = os.path.basename(member.name)
+                    if member.isfile() and name in BATCH_NAMES:
+                        batches[name] = archive.extractfile(member).read()
+            while stream.read(1 << 20):  # the rest, up to the CRC check
+                pass
+    except (OSError, EOFError, tarfile.TarError, zlib.error) as error:
+        raise ValueError(
+            f"CIFAR-10 archive {path!r} is truncated or corrupt ({error}); "
+            "expected the complete cifar-10-python.tar.gz."
+        ) from error
+    missing = [name for name in BATCH_NAMES if name not in batches]
+    if missing:
+        raise FileNotFoundError(
+            f"CIFAR-10 archive {path!r} lacks {', '.join(missing)}: expected "
+            f"{_FOLDER}/ with {', '.join(BATCH_NAMES)}."
+        )
+    return batches
+
+
+def _decode(path, name, raw):
+    """Turn one pickled batch into uint8 images (n, 32, 32, 3) and labels (n, 1)."""
+    try:
+        batch = pickle.loads(raw, encoding="bytes")
+        data = np.asarray(batch[b"data"])
+        labels = np.asarray(batch[b"labels"])
+    except Exception as error:
+        raise ValueError(
+            f"CIFAR-10 batch {name!r} in {path!r} cannot be read ({error!r}); "
+            "expected a pickled dict with b'data' and b'labels'."
+        ) from error
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise ValueError(
+            f"CIFAR-10 batch {name!r} in {path!r} has data {data.dtype} "
+            f"{data.shape}; expected uint8 of shape (n, 3072)."
+        )
+    if labels.shape != (len(data),) or labels.min() < 0 or labels.max() > 9:
+        raise ValueError(
+            f"CIFAR-10 batch {name!r} in {path!r} has {labels.shape} labels for "
+            f"{len(data)} images; expected one label 0–9 per image."
+        )
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return images, labels.astype(np.uint8).reshape(-1, 1)
+
+
+def split_validation(x_train, y_train, validation_size=VALIDATION_SIZE):
+    """The example's split: the first `validation_size` training images validate.
+
+    Returns:
+        `(x_train, y_train), (x_val, y_val)` with `len(x_val) == validation_size`.
+    """
+    if not 0 < validation_size < len(x_train):
+        raise ValueError(
+            f"`validation_size` must be between 1 and {len(x_train) - 1} "
+            f"(the number of training images less one), got {validation_size}."
+        )
+    return (
+        (x_train[validation_size:], y_train[validation_size:]),
+        (x_train[:validation_size], y_train[:validation_size]),
+    )
+
+
+def make_augmenter(seed=None):
+    """Random augmentation of a batch of images, active when `training=True`.
+
+    A random translation of up to 4 pixels in each direction, with zeros shifted
+    in (equivalent to padding by 4 and cropping 32×32 at a random offset), and a
+    random horizontal flip, both drawn independently for every image. Pixel
+    values are moved, never interpolated.
+    """
+    return keras.Sequential(
+        [
+            keras.layers.RandomTranslation(
+                0.125, 0.125, fill_mode="constant", interpolation="nearest", seed=seed
+            ),
+            keras.layers.RandomFlip("horizontal", seed=seed),
+        ],
+        name="augmentation",
+    )
+
+
+def check_images(images, labels=None, image_size=None):
+    """Raise ValueError unless `images` has shape (n, image_size, image_size, 3)
+    (any square size if `image_size` is None) and `labels`, when given, holds one
+    class index per image."""
+    shape = getattr(images, "shape", None)
+    size = image_size or (shape[1] if shape is not None and len(shape) == 4 else "s")
+    if shape is None or len(shape) != 4 or tuple(shape[1:]) != (size, size, 3):
+        raise ValueError(
+            f"`images` must have shape (n, {size}, {size}, 3), got {shape}."
+        )
+    if labels is not None and len(labels) != shape[0]:
+        raise ValueError(
+            f"`labels` must hold one label per image ({shape[0]}), got {len(labels)}."
+        )
+
+
+def make_dataset(images, labels, batch_size=128, training=False, seed=None):
+    """A `tf.data.Dataset` of `(images, labels)` batches, as in the example.
+
+    Args:
+        images: uint8 array `(n, 32, 32, 3)`, values 0–255.
+        labels: int array `(n,)` or `(n, 1)` of class indices.
+        batch_size: images per batch; the last batch may be smaller.
+        training: if True, shuffle all `n` images anew every epoch and augment
+            every batch with `make_augmenter`; if False, keep the order.
+        seed: seed of the shuffle and augmentation, for repeatable runs.
+
+    Returns:
+        A prefetching dataset of uint8 image batches `(batch, 32, 32, 3)` and
+        their labels.
+    """
+    check_images(images, labels)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+    if training:
+        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size)
+    if training:
+        augmenter = make_augmenter(seed)
+        dataset = dataset.map(
+            lambda x, y: (tf.cast(augmenter(x, training=True), x.dtype), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def load_splits(path=None, validation_size=VALIDATION_SIZE):
+    """CIFAR-10 in the example's three splits (see `load_cifar10` for `path`).
+
+    Returns:
+        `(x_train, y_train), (x_val, y_val), (x_test, y_test)`: 45,000, 5,000
+        and 10,000 uint8 images `(n, 32, 32, 3)` with uint8 labels `(n, 1)`.
+    """
+    (x_train, y_train), test = load_cifar10(path)
+    train, validation = split_validation(x_train, y_train, validation_size)
+    return train, validation, test

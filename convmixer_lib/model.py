@@ -1,0 +1,111 @@
+"""ConvMixer (Trockman & Kolter, "Patches Are All You Need?") in Keras 3.
+
+The whole architecture is `build_convmixer`: a patch-embedding stem, `depth`
+identical ConvMixer blocks at one resolution, and a linear classifier.
+"""
+
+import keras
+from keras import layers
+
+STEM_CONV = "stem_conv"
+CLASSIFIER = "classifier"
+
+
+def depthwise_conv_name(block):
+    """Name of the depthwise (spatial-mixing) convolution of block `block` (1-based)."""
+    return f"block{block}_depthwise_conv"
+
+
+def pointwise_conv_name(block):
+    """Name of the pointwise (channel-mixing) convolution of block `block` (1-based)."""
+    return f"block{block}_pointwise_conv"
+
+
+def _gelu_batchnorm(x, name):
+    """GELU, then BatchNorm: the activation block after every convolution."""
+    x = layers.Activation("gelu", name=f"{name}_gelu")(x)
+    return layers.BatchNormalization(name=f"{name}_bn")(x)
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+
+
+def build_convmixer(
+    filters=256, depth=8, kernel_size=5, patch_size=2, image_size=32, num_classes=10
+):
+    """Build ConvMixer-`filters`/`depth` as a Functional Keras model.
+
+    Args:
+        filters: channels `h` of every feature map (256 in ConvMixer-256/8).
+        depth: number of ConvMixer blocks (8 in ConvMixer-256/8).
+        kernel_size: side, in pixels of the patch grid, of the depthwise kernels.
+        patch_size: side, in pixels, of the square patches; must divide `image_size`.
+        image_size: side, in pixels, of the square RGB input images.
+        num_classes: number of output classes.
+
+    Returns:
+        A `keras.Model` mapping images of shape `(batch, image_size, image_size, 3)`
+        with values in [0, 255] (any real dtype, e.g. uint8) to class probabilities
+        of shape `(batch, num_classes)` that sum to 1. Feature maps inside have shape
+        `(batch, image_size // patch_size, image_size // patch_size, filters)`.
+        Layers are named: `stem_conv`, `block{i}_depthwise_conv`,
+        `block{i}_pointwise_conv` (i = 1 … depth), `classifier`.
+
+    Raises:
+        ValueError: if a size is not a positive integer or `patch_size` does not
+            divide `image_size`.
+    """
+    for name, value in [
+        ("filters", filters),
+        ("depth", depth),
+        ("kernel_size", kernel_size),
+        ("patch_size", patch_size),
+        ("image_size", image_size),
+        ("num_classes", num_classes),
+    ]:
+        _check_positive_int(name, value)
+    if image_size % patch_size:
+        divisors = [d for d in range(1, image_size + 1) if image_size % d == 0]
+        raise ValueError(
+            f"`patch_size` must divide `image_size`={image_size}; got "
+            f"patch_size={patch_size}. Allowed values: {divisors}."
+        )
+
+    inputs = keras.Input((image_size, image_size, 3), name="images")
+    x = layers.Rescaling(1.0 / 255, name="rescaling")(inputs)
+
+    # Patch embedding: one linear projection per non-overlapping patch.
+    x = layers.Conv2D(filters, patch_size, strides=patch_size, name=STEM_CONV)(x)
+    x = _gelu_batchnorm(x, "stem")
+
+    for block in range(1, depth + 1):
+        # Mix space: one large kernel per channel, with a residual connection.
+        residual = x
+        x = layers.DepthwiseConv2D(
+            kernel_size, padding="same", name=depthwise_conv_name(block)
+        )(x)
+        x = _gelu_batchnorm(x, f"block{block}_depthwise")
+        x = layers.Add(name=f"block{block}_residual")([x, residual])
+        # Mix channels: a 1x1 convolution at every position.
+        x = layers.Conv2D(filters, 1, name=pointwise_conv_name(block))(x)
+        x = _gelu_batchnorm(x, f"block{block}_pointwise")
+
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name=CLASSIFIER)(x)
+    return keras.Model(inputs, outputs, name=f"convmixer_{filters}_{depth}")
+
+
+def convmixer_config(model):
+    """The `build_convmixer` arguments that rebuild `model`, as a dict."""
+    stem = model.get_layer(STEM_CONV)
+    depth = sum(1 for layer in model.layers if layer.name.endswith("_depthwise_conv"))
+    return {
+        "filters": stem.filters,
+        "depth": depth,
+        "kernel_size": model.get_layer(depthwise_conv_name(1)).kernel_size[0],
+        "patch_size": stem.kernel_size[0],
+        "image_size": model.input_shape[1],
+        "num_classes": model.get_layer(CLASSIFIER).units,
+    }

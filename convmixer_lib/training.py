@@ -1,0 +1,223 @@
+"""The example's `run_experiment`, writing everything into one run directory.
+
+A run directory holds:
+    config.json        the model's hyperparameters, to rebuild it (`load_run_model`)
+    best.weights.h5    the weights of the epoch with the best validation accuracy
+    history.json       one record per finished epoch: losses, accuracies, seconds
+    metrics.json       test results of the best weights and how they were obtained
+    backup/            Keras' BackupAndRestore state while a run is unfinished
+"""
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .model import build_convmixer, convmixer_config
+
+BEST_WEIGHTS = "best.weights.h5"
+
+
+def _write_json(path, obj):
+    """Write JSON atomically: a reader never sees a half-written file."""
+    partial = f"{path}.partial"
+    with open(partial, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(partial, path)
+
+
+def read_json(path):
+    """Read one JSON file of a run directory."""
+    with open(path) as f:
+        return json.load(f)
+
+
+class RunLog(keras.callbacks.Callback):
+    """Record every finished epoch and keep the weights with the best `val_accuracy`.
+
+    Unlike `keras.callbacks.ModelCheckpoint`, it remembers the best score across
+    an interrupted and resumed run (it rereads `history.json`), and it replaces
+    `best.weights.h5` atomically. Place it before `BackupAndRestore`.
+    """
+
+    def __init__(self, run_dir):
+        super().__init__()
+        self.run_dir = run_dir
+        self.history_path = os.path.join(run_dir, "history.json")
+        self.history = (
+            read_json(self.history_path) if os.path.exists(self.history_path) else []
+        )
+        self._resumed_at = None
+
+    def best_val_accuracy(self):
+        return max((h["val_accuracy"] for h in self.history), default=-math.inf)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._resumed_at is None:
+            # `epoch` is where BackupAndRestore resumes: forget later records.
+            self._resumed_at = epoch
+            kept, dropped = self.history[:epoch], self.history[epoch:]
+            self.history = kept
+            if dropped and max(h["val_accuracy"] for h in dropped) > self.best_val_accuracy():
+                self._best = -math.inf  # best.weights.h5 came from a dropped epoch
+            else:
+                self._best = self.best_val_accuracy()
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._start
+        record = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
+        record["seconds"] = round(seconds, 2)
+        if record["val_accuracy"] > self._best:
+            self._best = record["val_accuracy"]
+            partial = os.path.join(self.run_dir, "partial.weights.h5")
+            self.model.save_weights(partial)
+            os.replace(partial, os.path.join(self.run_dir, BEST_WEIGHTS))
+        self.history.append(record)
+        _write_json(self.history_path, self.history)
+
+
+def evaluate(model, images, labels, batch_size=128):
+    """Evaluate `model` on uint8 `images` (n, 32, 32, 3) and `labels` (n,) or (n, 1).
+
+    Returns:
+        A dict: `loss` (mean sparse categorical cross-entropy, nats), `accuracy`
+        (fraction correct), `per_class_accuracy` (list, one fraction per class),
+        `confusion_matrix` (list of lists, rows true class, columns predicted
+        class, counts) and `predictions` (uint8 array (n,) of predicted classes).
+    """
+    probabilities = model.predict(images, batch_size=batch_size, verbose=0)
+    labels = np.asarray(labels).reshape(-1)
+    num_classes = probabilities.shape[1]
+    loss = keras.losses.sparse_categorical_crossentropy(labels, probabilities)
+    predicted = probabilities.argmax(axis=1)
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+    return {
+        "loss": float(np.mean(keras.ops.convert_to_numpy(loss))),
+        "accuracy": float(np.mean(predicted == labels)),
+        "per_class_accuracy": [float(a) for a in per_class],
+        "confusion_matrix": confusion.tolist(),
+        "predictions": predicted.astype(np.uint8),
+    }
+
+
+def environment():
+    """Library versions and hardware, as recorded in `metrics.json`."""
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "gpus": [gpu.name for gpu in tf.config.list_physical_devices("GPU")],
+    }
+
+
+def run_experiment(
+    model,
+    train_dataset,
+    val_dataset,
+    test_data,
+    run_dir,
+    epochs=10,
+    learning_rate=1e-3,
+    weight_decay=1e-4,
+    seed=None,
+    details=None,
+    verbose="auto",
+):
+    """Train as the example does, keep the best epoch, test it once.
+
+    Compiles `model` with AdamW and sparse categorical cross-entropy, fits it
+    for `epochs` epochs on `train_dataset`, validating on `val_dataset` after
+    each, restores the weights of the epoch with the best validation accuracy
+    and evaluates them on `test_data`. If `run_dir` holds an unfinished run of
+    the same model, training resumes after its last finished epoch.
+
+    Args:
+        model: an uncompiled model, e.g. from `build_convmixer`.
+        train_dataset, val_dataset: batched datasets of (images, labels).
+        test_data: `(images, labels)` arrays, used once, at the end.
+        run_dir: directory for everything the run writes; created if missing.
+        epochs: total epochs, counting those of an interrupted run.
+        learning_rate, weight_decay: AdamW's settings (the example: 1e-3, 1e-4).
+        seed: recorded in `metrics.json`; seed before building the model with
+            `keras.utils.set_random_seed(seed)`.
+        details: more facts for `metrics.json` (e.g. the number of training
+            images, the batch size, the command).
+        verbose: Keras' progress output for `fit` (bars by default).
+
+    Returns:
+        `(history, metrics)`: the list of per-epoch records (`history.json`) and
+        the dict written to `metrics.json`.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"`epochs` must be a positive integer, got {epochs!r}.")
+    os.makedirs(run_dir, exist_ok=True)
+    _write_json(os.path.join(run_dir, "config.json"), convmixer_config(model))
+    model.compile(
+        optimizer=keras.optimizers.AdamW(
+            learning_rate=learning_rate, weight_decay=weight_decay
+        ),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    log = RunLog(run_dir)
+    backup = keras.callbacks.BackupAndRestore(
+        os.path.join(run_dir, "backup"), double_checkpoint=True
+    )
+    model.fit(
+        train_dataset,
+        validation_data=val_dataset,
+        epochs=epochs,
+        callbacks=[log, backup],
+        verbose=verbose,
+    )
+    history = log.history
+    model.load_weights(os.path.join(run_dir, BEST_WEIGHTS))
+    test_images, test_labels = test_data
+    results = evaluate(model, test_images, test_labels)
+    best = max(history, key=lambda h: h["val_accuracy"])
+    metrics = {
+        "test_loss": results["loss"],
+        "test_accuracy": results["accuracy"],
+        "per_class_accuracy": results["per_class_accuracy"],
+        "confusion_matrix": results["confusion_matrix"],
+        "epochs": len(history),
+        "best_epoch": best["epoch"],
+        "best_val_accuracy": best["val_accuracy"],
+        "seconds_per_epoch": [h["seconds"] for h in history],
+        "model": convmixer_config(model),
+        "learning_rate": learning_rate,
+        "weight_decay": weight_decay,
+        "seed": seed,
+        "environment": environment(),
+        **(details or {}),
+    }
+    _write_json(os.path.join(run_dir, "metrics.json"), metrics)
+    return history, metrics
+
+
+def load_run_model(run_dir):
+    """Rebuild the model of a run directory and load its best weights."""
+    weights = os.path.join(run_dir, BEST_WEIGHTS)
+    for path in (os.path.join(run_dir, "config.json"), weights):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{path!r} not found: expected a run directory written by "
+                "`run_experiment` or `python -m convmixer_lib train`."
+            )
+    model = build_convmixer(**read_json(os.path.join(run_dir, "config.json")))
+    model.load_weights(weights)
+    return model
