@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 
@@ -55,7 +56,7 @@ def train(args):
             "validation_images": len(val[0]),
             "test_images": len(test[0]),
             "batch_size": args.batch_size,
-            "command": " ".join(["python -m convmixer_lib"] + sys.argv[1:]),
+            "command": shlex.join(["python", "-m", "convmixer_lib", *args.argv]),
             "commit": _commit(),
         },
     )
@@ -110,7 +111,9 @@ def main(argv=None):
     e.add_argument("--batch-size", type=_positive, default=128, help="default: 128")
     e.set_defaults(run=evaluate_command)
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         args.run(args)
     except (ValueError, FileNotFoundError) as error:

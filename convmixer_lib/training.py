@@ -135,6 +135,7 @@ def run_experiment(
     weight_decay=1e-4,
     seed=None,
     details=None,
+    callbacks=(),
     verbose="auto",
 ):
     """Train as the example does, keep the best epoch, test it once.
@@ -156,6 +157,7 @@ def run_experiment(
             `keras.utils.set_random_seed(seed)`.
         details: more facts for `metrics.json` (e.g. the number of training
             images, the batch size, the command).
+        callbacks: more Keras callbacks for `fit`.
         verbose: Keras' progress output for `fit` (bars by default).
 
     Returns:
@@ -181,7 +183,8 @@ def run_experiment(
         train_dataset,
         validation_data=val_dataset,
         epochs=epochs,
-        callbacks=[log, backup],
+        callbacks=[*callbacks, log, backup],
+        shuffle=False,  # the training dataset shuffles itself
         verbose=verbose,
     )
     history = log.history

@@ -1,0 +1,93 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from convmixer_lib import plots
+from convmixer_lib.data import CLASS_NAMES
+from convmixer_lib.model import build_convmixer
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_convmixer(filters=24, depth=3, kernel_size=5, patch_size=2)
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def _image_panels(figure):
+    return [ax for ax in figure.axes if ax.images and ax.get_label() != "<colorbar>"]
+
+
+def test_patch_embeddings_one_rgb_panel_per_filter(model):
+    figure = plots.plot_patch_embeddings(model, columns=8)
+    panels = _image_panels(figure)
+    assert len(panels) == 24 and len(figure.axes) == 24
+    assert panels[0].images[0].get_array().shape == (2, 2, 3)
+    assert "24 filters" in figure._suptitle.get_text()
+
+
+def test_depthwise_kernels_one_panel_per_channel_and_a_colour_bar(model):
+    figure = plots.plot_depthwise_kernels(model, block=2)
+    assert len(_image_panels(figure)) == 24
+    assert len(figure.axes) == 25
+    assert _image_panels(figure)[0].images[0].get_array().shape == (5, 5)
+    assert "block 2" in figure._suptitle.get_text()
+
+
+def test_filter_grid_takes_any_number_of_filters():
+    weights = np.random.default_rng(0).normal(size=(3, 3, 3, 10))
+    assert len(plots.plot_filter_grid(weights, columns=4).axes) == 10
+    with pytest.raises(ValueError, match="weights"):
+        plots.plot_filter_grid(np.zeros((3, 3, 2, 4)))
+
+
+def test_kernels_by_block_has_a_row_per_block(model):
+    figure = plots.plot_depthwise_kernels_by_block(model, channels=6)
+    assert len(figure.axes) == 3 * 6
+    assert figure.axes[0].get_ylabel() == "block 1"
+
+
+def test_history_has_loss_and_accuracy_panels():
+    history = [{"epoch": e, "loss": 2 / e, "val_loss": 2.1 / e,
+                "accuracy": e / 5, "val_accuracy": e / 6} for e in (1, 2, 3)]
+    figure = plots.plot_history(history)
+    assert len(figure.axes) == 2
+    assert [ax.get_xlabel() for ax in figure.axes] == ["epoch", "epoch"]
+    assert all(len(ax.lines) == 2 for ax in figure.axes)
+
+
+def test_confusion_matrix_labels_classes_by_name():
+    confusion = np.arange(100).reshape(10, 10)
+    figure = plots.plot_confusion_matrix(confusion)
+    (ax,) = figure.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(CLASS_NAMES)
+    assert len(ax.texts) == 100
+
+
+def test_per_class_accuracy_has_a_bar_per_class():
+    figure = plots.plot_per_class_accuracy(np.linspace(0.5, 0.95, 10))
+    (ax,) = figure.axes
+    assert len(ax.patches) == 10
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(CLASS_NAMES)
+
+
+def test_predictions_title_names_predicted_and_true_class():
+    images = np.zeros((5, 32, 32, 3), dtype=np.uint8)
+    figure = plots.plot_predictions(images, [0, 1, 2, 3, 4], [0, 1, 2, 3, 9], columns=3)
+    assert len(figure.axes) == 5
+    assert figure.axes[4].get_title() == "truck\n(deer)"
+    assert figure.axes[0].title.get_color() != figure.axes[4].title.get_color()
+
+
+def test_images_grid_has_a_panel_per_image():
+    images = np.zeros((12, 32, 32, 3), dtype=np.uint8)
+    figure = plots.plot_images(images, titles=[str(i) for i in range(12)], columns=5)
+    assert len(figure.axes) == 12

@@ -1,0 +1,123 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from convmixer_lib.data import make_dataset
+from convmixer_lib.model import build_convmixer
+from convmixer_lib.training import evaluate, load_run_model, run_experiment
+
+TINY = {"filters": 16, "depth": 1, "kernel_size": 3, "patch_size": 4}
+
+
+def _easy_data(count, seed):
+    """Images whose class is their mean colour: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, count)
+    images = rng.integers(0, 40, (count, 32, 32, 3)) + (labels * 20)[:, None, None, None]
+    return images.astype(np.uint8), labels.reshape(-1, 1).astype(np.uint8)
+
+
+def _run(run_dir, epochs, callbacks=()):
+    keras.utils.set_random_seed(0)
+    x, y = _easy_data(512, 0)
+    x_val, y_val = _easy_data(128, 1)
+    model = build_convmixer(**TINY)
+    history, metrics = run_experiment(
+        model,
+        make_dataset(x, y, batch_size=64, training=True, seed=0),
+        make_dataset(x_val, y_val, batch_size=64),
+        _easy_data(128, 2),
+        run_dir,
+        epochs=epochs,
+        learning_rate=3e-3,
+        seed=0,
+        details={"train_images": 512},
+        callbacks=callbacks,
+        verbose=0,
+    )
+    return model, history, metrics
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    return (run_dir, *_run(run_dir, epochs=4))
+
+
+def test_training_lowers_the_loss(finished_run):
+    _, _, history, _ = finished_run
+    losses = [h["loss"] for h in history]
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_run_directory_records_agree(finished_run):
+    run_dir, _, history, metrics = finished_run
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert json.loads((run_dir / "history.json").read_text()) == history
+    recorded = json.loads((run_dir / "metrics.json").read_text())
+    assert recorded == json.loads(json.dumps(metrics))
+    best = max(history, key=lambda h: h["val_accuracy"])
+    assert metrics["best_epoch"] == best["epoch"]
+    assert metrics["epochs"] == 4 and len(metrics["seconds_per_epoch"]) == 4
+    assert metrics["train_images"] == 512 and metrics["seed"] == 0
+    assert metrics["environment"]["keras"] == keras.__version__
+    assert np.sum(metrics["confusion_matrix"]) == 128
+    assert not (run_dir / "backup").exists()  # removed once the run finished
+
+
+def test_reloaded_checkpoint_gives_the_same_predictions(finished_run):
+    run_dir, model, _, metrics = finished_run
+    x, y = _easy_data(128, 2)
+    reloaded = load_run_model(run_dir)
+    np.testing.assert_allclose(
+        reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
+    )
+    assert evaluate(reloaded, x, y)["accuracy"] == pytest.approx(metrics["test_accuracy"])
+
+
+def test_reloaded_checkpoint_is_the_best_epoch(finished_run):
+    run_dir, _, history, metrics = finished_run
+    x_val, y_val = _easy_data(128, 1)
+    best = max(h["val_accuracy"] for h in history)
+    assert evaluate(load_run_model(run_dir), x_val, y_val)["accuracy"] == pytest.approx(best)
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_resumes_after_its_last_finished_epoch(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, epochs=4, callbacks=[_Interrupt()])
+    partial = json.loads((tmp_path / "history.json").read_text())
+    assert [h["epoch"] for h in partial] == [1, 2]
+    assert (tmp_path / "backup").is_dir()
+    _, history, metrics = _run(tmp_path, epochs=4)
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert history[:2] == partial
+    assert metrics["epochs"] == 4
+
+
+def test_evaluate_counts_every_image():
+    model = build_convmixer(**TINY)
+    x, y = _easy_data(50, 3)
+    results = evaluate(model, x, y, batch_size=16)
+    assert np.array(results["confusion_matrix"]).sum() == 50
+    assert len(results["per_class_accuracy"]) == 10
+    assert results["predictions"].shape == (50,)
+    expected = keras.losses.SparseCategoricalCrossentropy()(y, model.predict(x, verbose=0))
+    assert results["loss"] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_missing_run_directory_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_run_model(tmp_path)
+
+
+def test_bad_epochs_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="epochs"):
+        run_experiment(build_convmixer(**TINY), None, None, None, tmp_path, epochs=0)
