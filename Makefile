@@ -29,7 +29,15 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps --editable .
 	touch $@
 
-book: $(STAMP)
+# Kernels write TensorFlow's C++ start-up log to the terminal, not into the
+# notebooks (in Jupyter and Colab it goes to the server's log as well).
+export IPYTHONDIR := $(abspath _build/ipython)
+
+$(IPYTHONDIR)/profile_default/ipython_kernel_config.py:
+	mkdir -p $(dir $@)
+	echo "c.IPKernelApp.capture_fd_output = False" > $@
+
+book: $(STAMP) $(IPYTHONDIR)/profile_default/ipython_kernel_config.py
 	rm -rf $(SRC) $(HTML) $(BOOK_RUN)
 	mkdir -p $(SRC)/notebooks
 	cp -r _config.yml book $(SRC)/
@@ -38,11 +46,13 @@ book: $(STAMP)
 	  case $$name in 03_*) params="$(BOOK_PARAMS_03)";; 04_*) params="$(BOOK_PARAMS_04)";; *) params="";; esac; \
 	  $(BIN)/papermill --cwd notebooks $$nb $(SRC)/$$nb $$params || exit 1; \
 	done
-	$(BIN)/jupyter-book build $(SRC) --path-output _build --toc $(SRC)/book/_toc.yml \
-	  --config $(SRC)/_config.yml --warningiserror --keep-going
+	$(BIN)/python book/collapse_progress.py $(SRC)/notebooks/*.ipynb
+	$(BIN)/jupyter-book build $(SRC) --path-output $(SRC) --toc $(abspath $(SRC))/book/_toc.yml \
+	  --warningiserror --keep-going
+	mv $(SRC)/_build/html $(HTML)
 	@echo "The book: $(HTML)/index.html"
 
-test: $(STAMP)
+test: $(STAMP) $(IPYTHONDIR)/profile_default/ipython_kernel_config.py
 	rm -rf $(TEST_NOTEBOOKS) $(TEST_RUN)
 	mkdir -p $(TEST_NOTEBOOKS)
 	for nb in notebooks/0*.ipynb; do \

@@ -91,3 +91,10 @@ def test_images_grid_has_a_panel_per_image():
     images = np.zeros((12, 32, 32, 3), dtype=np.uint8)
     figure = plots.plot_images(images, titles=[str(i) for i in range(12)], columns=5)
     assert len(figure.axes) == 12
+
+
+def test_show_source_drops_the_docstring_but_keeps_the_signature():
+    code = plots.show_source(plots.plot_history).data
+    assert code.startswith("def plot_history(history):")
+    assert "Training curves" not in code
+    assert "plot_history" in code and "tight_layout" in code
