@@ -1,5 +1,7 @@
 # make book: install, execute the notebooks with papermill, build the HTML book.
 # make test: install, then run the tests and the notebooks (pytest --nbval-lax).
+# make check-book: open the built book in headless Chromium (needs Debian's
+#   chromium and chromium-driver); screenshots go to _build/screenshots/.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -18,7 +20,7 @@ TEST_NOTEBOOKS := tests/notebooks
 TEST_PARAMS_03 := -p EPOCHS 1 -p TRAIN_SIZE 256 -p EVAL_SIZE 256 -p RUN_DIR $(TEST_RUN)
 TEST_PARAMS_04 := -p RUN_DIR $(TEST_RUN) -p CHANNELS 8
 
-.PHONY: install book test clean
+.PHONY: install book test check-book clean
 
 install: $(STAMP)
 
@@ -61,6 +63,9 @@ test: $(STAMP) $(IPYTHONDIR)/profile_default/ipython_kernel_config.py
 	  $(BIN)/papermill --prepare-only $$nb $(TEST_NOTEBOOKS)/$$name.ipynb $$params || exit 1; \
 	done
 	$(BIN)/python -m pytest --nbval-lax tests
+
+check-book: $(STAMP)
+	$(BIN)/python -m pytest -v tests/test_book_in_browser.py
 
 clean:
 	rm -rf _build $(TEST_NOTEBOOKS)
