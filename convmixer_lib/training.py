@@ -39,6 +39,22 @@ def read_json(path):
         return json.load(f)
 
 
+def _save_model_weights(model, path):
+    """Save the model's weights, without optimizer state, atomically."""
+    copy = model.__class__.from_config(model.get_config())  # no optimizer
+    copy.set_weights(model.get_weights())
+    partial = os.path.join(os.path.dirname(path), "partial.weights.h5")
+    copy.save_weights(partial)
+    os.replace(partial, path)
+
+
+def _load_model_weights(model, path):
+    """Load weights saved by `_save_model_weights` into a compiled `model`."""
+    copy = model.__class__.from_config(model.get_config())
+    copy.load_weights(path)
+    model.set_weights(copy.get_weights())
+
+
 class RunLog(keras.callbacks.Callback):
     """Record every finished epoch and keep the weights with the best `val_accuracy`.
 
@@ -77,9 +93,7 @@ class RunLog(keras.callbacks.Callback):
         record["seconds"] = round(seconds, 2)
         if record["val_accuracy"] > self._best:
             self._best = record["val_accuracy"]
-            partial = os.path.join(self.run_dir, "partial.weights.h5")
-            self.model.save_weights(partial)
-            os.replace(partial, os.path.join(self.run_dir, BEST_WEIGHTS))
+            _save_model_weights(self.model, os.path.join(self.run_dir, BEST_WEIGHTS))
         self.history.append(record)
         _write_json(self.history_path, self.history)
 
@@ -188,7 +202,7 @@ def run_experiment(
         verbose=verbose,
     )
     history = log.history
-    model.load_weights(os.path.join(run_dir, BEST_WEIGHTS))
+    _load_model_weights(model, os.path.join(run_dir, BEST_WEIGHTS))
     test_images, test_labels = test_data
     results = evaluate(model, test_images, test_labels)
     best = max(history, key=lambda h: h["val_accuracy"])

@@ -121,3 +121,14 @@ def test_missing_run_directory_is_named(tmp_path):
 def test_bad_epochs_is_refused(tmp_path):
     with pytest.raises(ValueError, match="epochs"):
         run_experiment(build_convmixer(**TINY), None, None, None, tmp_path, epochs=0)
+
+
+def test_best_weights_hold_no_optimizer_state(finished_run):
+    import h5py
+
+    run_dir, model, _, _ = finished_run
+    with h5py.File(run_dir / "best.weights.h5") as weights:
+        assert "optimizer" not in weights
+    model.save_weights(run_dir / "with_optimizer.weights.h5")
+    with h5py.File(run_dir / "with_optimizer.weights.h5") as weights:
+        assert "optimizer" in weights  # the check above can fail
