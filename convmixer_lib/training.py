@@ -12,7 +12,6 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 
 import keras

@@ -12,7 +12,7 @@ from convmixer_lib.data import (
     make_dataset,
     split_validation,
 )
-from conftest import IMAGES_PER_BATCH, write_archive
+from conftest import IMAGES_PER_BATCH
 
 
 def _expected(batches, names):
