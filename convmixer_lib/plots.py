@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .data import CLASS_NAMES
-from .model import STEM_CONV, depthwise_conv_name
+from .model import STEM_CONV, convmixer_config, depthwise_conv_name
 
 
 def _grid(count, columns, panel_size):
@@ -103,7 +103,7 @@ def plot_depthwise_kernels(model, block, columns=16):
 def plot_depthwise_kernels_by_block(model, channels=16):
     """The first `channels` depthwise kernels of every block: one row per block,
     each row on its own symmetric colour scale (weights grow or shrink with depth)."""
-    depth = sum(1 for layer in model.layers if layer.name.endswith("_depthwise_conv"))
+    depth = convmixer_config(model)["depth"]
     figure, axes = plt.subplots(
         depth, channels, figsize=(channels * 0.55, depth * 0.6), squeeze=False
     )
