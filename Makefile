@@ -9,16 +9,23 @@ STAMP := $(VENV)/.installed
 SRC := _build/book-src
 HTML := _build/html
 
+NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
+
 # The book is built on a CPU: chapter 3 trains on a subset (see book/intro.md).
 BOOK_RUN := $(abspath _build/runs/book)
-BOOK_PARAMS_03 := -p EPOCHS 2 -p TRAIN_SIZE 2048 -p RUN_DIR $(BOOK_RUN)
-BOOK_PARAMS_04 := -p RUN_DIR $(BOOK_RUN)
+BOOK_03_training := -p EPOCHS 2 -p TRAIN_SIZE 2048 -p RUN_DIR $(BOOK_RUN)
+BOOK_04_filters := -p RUN_DIR $(BOOK_RUN)
 
 # The tests run every notebook with tiny parameters.
 TEST_RUN := $(abspath _build/runs/test)
 TEST_NOTEBOOKS := tests/notebooks
-TEST_PARAMS_03 := -p EPOCHS 1 -p TRAIN_SIZE 256 -p EVAL_SIZE 256 -p RUN_DIR $(TEST_RUN)
-TEST_PARAMS_04 := -p RUN_DIR $(TEST_RUN) -p CHANNELS 8
+TEST_03_training := -p EPOCHS 1 -p TRAIN_SIZE 256 -p EVAL_SIZE 256 -p RUN_DIR $(TEST_RUN)
+TEST_04_filters := -p RUN_DIR $(TEST_RUN) -p CHANNELS 8
+
+# $(call papermill,OPTIONS,OUTPUT_DIR,PARAMETER_PREFIX): one papermill command per
+# notebook, in order, with the parameters $(PREFIX_<notebook name>).
+papermill = $(foreach nb,$(NOTEBOOKS),$(BIN)/papermill $(1) $(nb) $(2)/$(notdir $(nb)) \
+  $($(3)_$(basename $(notdir $(nb)))) &&) true
 
 .PHONY: install book test check-book clean
 
@@ -43,11 +50,7 @@ book: $(STAMP) $(IPYTHONDIR)/profile_default/ipython_kernel_config.py
 	rm -rf $(SRC) $(HTML) $(BOOK_RUN)
 	mkdir -p $(SRC)/notebooks
 	cp -r _config.yml book $(SRC)/
-	for nb in notebooks/0*.ipynb; do \
-	  name=$$(basename $$nb .ipynb); \
-	  case $$name in 03_*) params="$(BOOK_PARAMS_03)";; 04_*) params="$(BOOK_PARAMS_04)";; *) params="";; esac; \
-	  $(BIN)/papermill --cwd notebooks $$nb $(SRC)/$$nb $$params || exit 1; \
-	done
+	$(call papermill,--cwd notebooks,$(SRC)/notebooks,BOOK)
 	$(BIN)/python book/collapse_progress.py $(SRC)/notebooks/*.ipynb
 	$(BIN)/jupyter-book build $(SRC) --path-output $(SRC) --toc $(abspath $(SRC))/book/_toc.yml \
 	  --warningiserror --keep-going
@@ -57,11 +60,7 @@ book: $(STAMP) $(IPYTHONDIR)/profile_default/ipython_kernel_config.py
 test: $(STAMP) $(IPYTHONDIR)/profile_default/ipython_kernel_config.py
 	rm -rf $(TEST_NOTEBOOKS) $(TEST_RUN)
 	mkdir -p $(TEST_NOTEBOOKS)
-	for nb in notebooks/0*.ipynb; do \
-	  name=$$(basename $$nb .ipynb); \
-	  case $$name in 03_*) params="$(TEST_PARAMS_03)";; 04_*) params="$(TEST_PARAMS_04)";; *) params="";; esac; \
-	  $(BIN)/papermill --prepare-only $$nb $(TEST_NOTEBOOKS)/$$name.ipynb $$params || exit 1; \
-	done
+	$(call papermill,--prepare-only,$(TEST_NOTEBOOKS),TEST)
 	$(BIN)/python -m pytest --nbval-lax tests
 
 check-book: $(STAMP)
