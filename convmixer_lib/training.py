@@ -38,18 +38,27 @@ def read_json(path):
         return json.load(f)
 
 
+def _plain_copy(model):
+    """An uncompiled ConvMixer of plain Keras layers shaped like `model`."""
+    return build_convmixer(**convmixer_config(model))
+
+
 def _save_model_weights(model, path):
-    """Save the model's weights, without optimizer state, atomically."""
-    copy = model.__class__.from_config(model.get_config())  # no optimizer
-    copy.set_weights(model.get_weights())
+    """Save the model's weights atomically, without optimizer state.
+
+    The file always holds the plain-layer model (`fused=False`), whichever
+    version `model` is, so `load_run_model` and the notebooks can read it.
+    """
+    copy = _plain_copy(model)
+    copy.set_weights(model.get_weights())  # same weights in the same order
     partial = os.path.join(os.path.dirname(path), "partial.weights.h5")
     copy.save_weights(partial)
     os.replace(partial, path)
 
 
 def _load_model_weights(model, path):
-    """Load weights saved by `_save_model_weights` into a compiled `model`."""
-    copy = model.__class__.from_config(model.get_config())
+    """Load weights saved by `_save_model_weights` into `model`, fused or not."""
+    copy = _plain_copy(model)
     copy.load_weights(path)
     model.set_weights(copy.get_weights())
 

@@ -1,0 +1,319 @@
+// GELU followed by BatchNorm, fused into one TensorFlow CPU op and its gradient.
+//
+// ConvMixer follows every convolution with y = BatchNorm(GELU(z)). Written as
+// separate Keras layers, that is a dozen passes over the activations per step;
+// here it is two passes forward (statistics, then output) and two backward
+// (sums, then input gradient). GELU is recomputed from `z` instead of stored.
+//
+// Layout: channels last. `z` is viewed as a (rows, channels) matrix; the
+// per-channel statistics reduce over all rows (batch x height x width).
+// Python side: convmixer_lib/fused.py, which compiles this file on first use.
+
+#define EIGEN_USE_THREADS
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/util/work_sharder.h"
+#include "unsupported/Eigen/CXX11/Tensor"
+
+using namespace tensorflow;
+
+namespace {
+
+constexpr int64_t kTileRows = 32;  // rows per tile: 32 x 256 floats = 32 KiB
+
+// phi[i] = Phi(z[i]) = (1 + erf(z / sqrt(2))) / 2, vectorized by Eigen.
+void StandardNormalCdf(const float* z, float* phi, int64_t n) {
+  Eigen::TensorMap<Eigen::Tensor<const float, 1>> zt(z, n);
+  Eigen::TensorMap<Eigen::Tensor<float, 1>> out(phi, n);
+  out = (zt * 0.70710678118654752f).erf() * 0.5f + 0.5f;
+}
+
+// dens[i] = z[i] * pdf(z[i]): with Phi, the GELU derivative is Phi + z * pdf.
+void ZTimesNormalPdf(const float* z, float* dens, int64_t n) {
+  Eigen::TensorMap<Eigen::Tensor<const float, 1>> zt(z, n);
+  Eigen::TensorMap<Eigen::Tensor<float, 1>> out(dens, n);
+  out = zt * (zt * zt * -0.5f).exp() * 0.3989422804014327f;
+}
+
+// Runs fn(begin_row, end_row, chunk) over `chunks` contiguous row ranges in
+// parallel; each chunk owns its slot of any per-chunk partial sums.
+template <typename Fn>
+void ForEachChunk(OpKernelContext* ctx, int64_t rows, int64_t chunks, Fn fn) {
+  auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+  workers->ParallelFor(chunks, 1 << 20, [&](int64_t first, int64_t last) {
+    for (int64_t chunk = first; chunk < last; ++chunk) {
+      fn(rows * chunk / chunks, rows * (chunk + 1) / chunks, chunk);
+    }
+  });
+}
+
+int64_t NumChunks(OpKernelContext* ctx, int64_t rows) {
+  int64_t threads = ctx->device()->tensorflow_cpu_worker_threads()->num_threads;
+  return std::max<int64_t>(1, std::min<int64_t>(rows / kTileRows, 4 * threads));
+}
+
+Status CheckInputs(OpKernelContext* ctx, const Tensor& z, int64_t* rows,
+                   int64_t* channels, std::initializer_list<int> vectors) {
+  if (z.dims() < 1 || z.dim_size(z.dims() - 1) == 0) {
+    return errors::InvalidArgument("z must have a non-empty last (channel) axis, got shape ",
+                                   z.shape().DebugString());
+  }
+  *channels = z.dim_size(z.dims() - 1);
+  *rows = z.NumElements() / *channels;
+  for (int i : vectors) {
+    const Tensor& v = ctx->input(i);
+    if (v.dims() != 1 || v.dim_size(0) != *channels) {
+      return errors::InvalidArgument("input ", i, " must have shape [", *channels,
+                                     "], got ", v.shape().DebugString());
+    }
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+REGISTER_OP("GeluBatchNorm")
+    .Input("z: float")
+    .Input("gamma: float")
+    .Input("beta: float")
+    .Input("mean: float")
+    .Input("variance: float")
+    .Output("y: float")
+    .Output("batch_mean: float")
+    .Output("batch_variance: float")
+    .Attr("epsilon: float")
+    .Attr("is_training: bool")
+    .SetShapeFn([](shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      c->set_output(1, c->input(1));
+      c->set_output(2, c->input(1));
+      return OkStatus();
+    })
+    .Doc(R"doc(
+y = gamma * (g - mean) / sqrt(variance + epsilon) + beta with g = GELU(z) (exact,
+erf form). Training: mean and the biased variance are those of g over all axes
+but the last, returned as batch_mean and batch_variance; the mean and variance
+inputs are ignored. Inference: the mean and variance inputs are used and
+returned unchanged.
+)doc");
+
+REGISTER_OP("GeluBatchNormGrad")
+    .Input("dy: float")
+    .Input("z: float")
+    .Input("gamma: float")
+    .Input("mean: float")
+    .Input("variance: float")
+    .Output("dz: float")
+    .Output("dgamma: float")
+    .Output("dbeta: float")
+    .Attr("epsilon: float")
+    .Attr("is_training: bool")
+    .SetShapeFn([](shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(1));
+      c->set_output(1, c->input(2));
+      c->set_output(2, c->input(2));
+      return OkStatus();
+    })
+    .Doc(R"doc(
+Gradient of GeluBatchNorm; mean and variance are its batch_mean and
+batch_variance outputs.
+)doc");
+
+class GeluBatchNormOp : public OpKernel {
+ public:
+  explicit GeluBatchNormOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("epsilon", &epsilon_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("is_training", &is_training_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& z_in = ctx->input(0);
+    int64_t rows, channels;
+    OP_REQUIRES_OK(ctx, CheckInputs(ctx, z_in, &rows, &channels, {1, 2, 3, 4}));
+    const float* z = z_in.flat<float>().data();
+    const float* gamma = ctx->input(1).flat<float>().data();
+    const float* beta = ctx->input(2).flat<float>().data();
+    Tensor *y_out, *mean_out, *var_out;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, z_in.shape(), &y_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, ctx->input(1).shape(), &mean_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, ctx->input(1).shape(), &var_out));
+    float* mean = mean_out->flat<float>().data();
+    float* var = var_out->flat<float>().data();
+    const int64_t C = channels;
+    const int64_t chunks = NumChunks(ctx, rows);
+
+    if (is_training_) {
+      // Pass 1: per-channel sum and sum of squares of g = GELU(z).
+      std::vector<double> sums(2 * C * chunks, 0.0);
+      ForEachChunk(ctx, rows, chunks, [&](int64_t begin, int64_t end, int64_t chunk) {
+        std::vector<float> phi(kTileRows * C), tile_sum(C), tile_sq(C);
+        double* sum = sums.data() + 2 * C * chunk;
+        double* sq = sum + C;
+        for (int64_t r0 = begin; r0 < end; r0 += kTileRows) {
+          const int64_t n = std::min(kTileRows, end - r0);
+          const float* zt = z + r0 * C;
+          StandardNormalCdf(zt, phi.data(), n * C);
+          std::fill(tile_sum.begin(), tile_sum.end(), 0.f);
+          std::fill(tile_sq.begin(), tile_sq.end(), 0.f);
+          for (int64_t r = 0; r < n; ++r) {
+            for (int64_t c = 0; c < C; ++c) {
+              const float g = zt[r * C + c] * phi[r * C + c];
+              tile_sum[c] += g;
+              tile_sq[c] += g * g;
+            }
+          }
+          for (int64_t c = 0; c < C; ++c) {
+            sum[c] += tile_sum[c];
+            sq[c] += tile_sq[c];
+          }
+        }
+      });
+      for (int64_t c = 0; c < C; ++c) {
+        double s = 0, q = 0;
+        for (int64_t k = 0; k < chunks; ++k) {
+          s += sums[2 * C * k + c];
+          q += sums[2 * C * k + C + c];
+        }
+        const double m = s / rows;
+        mean[c] = static_cast<float>(m);
+        var[c] = static_cast<float>(std::max(0.0, q / rows - m * m));
+      }
+    } else {
+      std::copy_n(ctx->input(3).flat<float>().data(), C, mean);
+      std::copy_n(ctx->input(4).flat<float>().data(), C, var);
+    }
+
+    // Pass 2: y = g * scale + shift.
+    std::vector<float> scale(C), shift(C);
+    for (int64_t c = 0; c < C; ++c) {
+      scale[c] = gamma[c] / std::sqrt(var[c] + epsilon_);
+      shift[c] = beta[c] - mean[c] * scale[c];
+    }
+    float* y = y_out->flat<float>().data();
+    ForEachChunk(ctx, rows, chunks, [&](int64_t begin, int64_t end, int64_t) {
+      std::vector<float> phi(kTileRows * C);
+      for (int64_t r0 = begin; r0 < end; r0 += kTileRows) {
+        const int64_t n = std::min(kTileRows, end - r0);
+        const float* zt = z + r0 * C;
+        float* yt = y + r0 * C;
+        StandardNormalCdf(zt, phi.data(), n * C);
+        for (int64_t r = 0; r < n; ++r) {
+          for (int64_t c = 0; c < C; ++c) {
+            yt[r * C + c] = zt[r * C + c] * phi[r * C + c] * scale[c] + shift[c];
+          }
+        }
+      }
+    });
+  }
+
+ private:
+  float epsilon_;
+  bool is_training_;
+};
+
+class GeluBatchNormGradOp : public OpKernel {
+ public:
+  explicit GeluBatchNormGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("epsilon", &epsilon_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("is_training", &is_training_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& z_in = ctx->input(1);
+    int64_t rows, channels;
+    OP_REQUIRES_OK(ctx, CheckInputs(ctx, z_in, &rows, &channels, {2, 3, 4}));
+    OP_REQUIRES(ctx, ctx->input(0).shape() == z_in.shape(),
+                errors::InvalidArgument("dy and z must have the same shape, got ",
+                                        ctx->input(0).shape().DebugString(), " and ",
+                                        z_in.shape().DebugString()));
+    const float* dy = ctx->input(0).flat<float>().data();
+    const float* z = z_in.flat<float>().data();
+    const float* gamma = ctx->input(2).flat<float>().data();
+    const float* mean = ctx->input(3).flat<float>().data();
+    const float* var = ctx->input(4).flat<float>().data();
+    Tensor *dz_out, *dgamma_out, *dbeta_out;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, z_in.shape(), &dz_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, ctx->input(2).shape(), &dgamma_out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, ctx->input(2).shape(), &dbeta_out));
+    const int64_t C = channels;
+    const int64_t chunks = NumChunks(ctx, rows);
+    std::vector<float> inv_std(C);
+    for (int64_t c = 0; c < C; ++c) inv_std[c] = 1.f / std::sqrt(var[c] + epsilon_);
+
+    // Pass 1: dbeta = sum(dy), dgamma = sum(dy * g_hat), g_hat = (g - mean) * inv_std.
+    std::vector<double> sums(2 * C * chunks, 0.0);
+    ForEachChunk(ctx, rows, chunks, [&](int64_t begin, int64_t end, int64_t chunk) {
+      std::vector<float> phi(kTileRows * C), tile_dy(C), tile_dyg(C);
+      double* sum_dy = sums.data() + 2 * C * chunk;
+      double* sum_dyg = sum_dy + C;
+      for (int64_t r0 = begin; r0 < end; r0 += kTileRows) {
+        const int64_t n = std::min(kTileRows, end - r0);
+        const float* zt = z + r0 * C;
+        const float* dyt = dy + r0 * C;
+        StandardNormalCdf(zt, phi.data(), n * C);
+        std::fill(tile_dy.begin(), tile_dy.end(), 0.f);
+        std::fill(tile_dyg.begin(), tile_dyg.end(), 0.f);
+        for (int64_t r = 0; r < n; ++r) {
+          for (int64_t c = 0; c < C; ++c) {
+            const float g_hat = (zt[r * C + c] * phi[r * C + c] - mean[c]) * inv_std[c];
+            tile_dy[c] += dyt[r * C + c];
+            tile_dyg[c] += dyt[r * C + c] * g_hat;
+          }
+        }
+        for (int64_t c = 0; c < C; ++c) {
+          sum_dy[c] += tile_dy[c];
+          sum_dyg[c] += tile_dyg[c];
+        }
+      }
+    });
+    float* dgamma = dgamma_out->flat<float>().data();
+    float* dbeta = dbeta_out->flat<float>().data();
+    // dz = dg * GELU'(z), dg = a * (dy - b - g_hat * d) per channel.
+    std::vector<float> a(C), b(C), d(C);
+    for (int64_t c = 0; c < C; ++c) {
+      double s = 0, q = 0;
+      for (int64_t k = 0; k < chunks; ++k) {
+        s += sums[2 * C * k + c];
+        q += sums[2 * C * k + C + c];
+      }
+      dbeta[c] = static_cast<float>(s);
+      dgamma[c] = static_cast<float>(q);
+      a[c] = gamma[c] * inv_std[c];
+      b[c] = is_training_ ? static_cast<float>(s / rows) : 0.f;
+      d[c] = is_training_ ? static_cast<float>(q / rows) : 0.f;
+    }
+
+    // Pass 2: the input gradient.
+    float* dz = dz_out->flat<float>().data();
+    ForEachChunk(ctx, rows, chunks, [&](int64_t begin, int64_t end, int64_t) {
+      std::vector<float> phi(kTileRows * C), dens(kTileRows * C);
+      for (int64_t r0 = begin; r0 < end; r0 += kTileRows) {
+        const int64_t n = std::min(kTileRows, end - r0);
+        const float* zt = z + r0 * C;
+        const float* dyt = dy + r0 * C;
+        float* dzt = dz + r0 * C;
+        StandardNormalCdf(zt, phi.data(), n * C);
+        ZTimesNormalPdf(zt, dens.data(), n * C);
+        for (int64_t r = 0; r < n; ++r) {
+          for (int64_t c = 0; c < C; ++c) {
+            const int64_t i = r * C + c;
+            const float g_hat = (zt[i] * phi[i] - mean[c]) * inv_std[c];
+            dzt[i] = a[c] * (dyt[i] - b[c] - g_hat * d[c]) * (phi[i] + dens[i]);
+          }
+        }
+      }
+    });
+  }
+
+ private:
+  float epsilon_;
+  bool is_training_;
+};
+
+REGISTER_KERNEL_BUILDER(Name("GeluBatchNorm").Device(DEVICE_CPU), GeluBatchNormOp);
+REGISTER_KERNEL_BUILDER(Name("GeluBatchNormGrad").Device(DEVICE_CPU), GeluBatchNormGradOp);
