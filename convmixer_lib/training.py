@@ -132,6 +132,18 @@ def evaluate(model, images, labels, batch_size=128):
     }
 
 
+def _processor_name():
+    """The CPU's model name (Linux: from /proc/cpuinfo), else the architecture."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment():
     """Library versions and hardware, as recorded in `metrics.json`."""
     return {
@@ -140,7 +152,7 @@ def environment():
         "keras": keras.__version__,
         "numpy": np.__version__,
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": _processor_name(),
         "cpu_count": os.cpu_count(),
         "gpus": [gpu.name for gpu in tf.config.list_physical_devices("GPU")],
     }

@@ -1,0 +1,140 @@
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from convmixer_lib import fused
+from convmixer_lib.fused import GeluBatchNorm
+from convmixer_lib.model import build_convmixer
+from convmixer_lib.training import _load_model_weights, _save_model_weights
+
+
+def _random_statistics(model, rng):
+    """Give every normalization layer non-trivial gamma, beta and moving statistics."""
+    weights = []
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.BatchNormalization, GeluBatchNorm)):
+            c = layer.gamma.shape[0]
+            weights += [rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c),
+                        rng.normal(0.3, 0.2, c), rng.uniform(0.1, 1.0, c)]
+        else:
+            weights += [w.numpy() for w in layer.weights]
+    model.set_weights([np.asarray(w, "float32") for w in weights])
+
+
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
+                    reason="no C++ compiler: the fused op falls back to plain TensorFlow")
+def test_the_op_compiles_on_this_machine():
+    assert fused.op_library() is not None, fused.op_error()
+
+
+def test_plain_model_loads_fused_weights_and_predicts_the_same(tmp_path):
+    # The fast path trains ConvMixer-256/8; a model of plain Keras layers must
+    # read its weight file and give the same probabilities.
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    fast = build_convmixer(fused=True)
+    _random_statistics(fast, rng)
+    fast.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4),
+                 loss="sparse_categorical_crossentropy")
+    images = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, (64, 1))
+    for _ in range(2):
+        fast.train_on_batch(images[:32], labels[:32])
+    path = str(tmp_path / "best.weights.h5")
+    _save_model_weights(fast, path)
+
+    plain = build_convmixer()
+    plain.load_weights(path)
+    difference = np.abs(plain.predict(images, verbose=0) - fast.predict(images, verbose=0))
+    assert difference.max() <= 1e-4
+
+    again = build_convmixer(fused=True)
+    _load_model_weights(again, path)
+    np.testing.assert_array_equal(again.predict(images, verbose=0), fast.predict(images, verbose=0))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_layer_matches_keras_gelu_then_batchnorm(training):
+    rng = np.random.default_rng(1)
+    z = tf.constant(rng.normal(0.2, 1.5, (8, 5, 5, 16)), tf.float32)
+    plain_gelu = keras.layers.Activation("gelu")
+    plain_bn = keras.layers.BatchNormalization()
+    layer = GeluBatchNorm()
+    plain_bn.build(z.shape)
+    layer.build(z.shape)
+    stats = [rng.uniform(0.5, 1.5, 16), rng.normal(0, 0.2, 16),
+             rng.normal(0.3, 0.2, 16), rng.uniform(0.1, 1.0, 16)]
+    plain_bn.set_weights(stats)
+    layer.set_weights(stats)
+    upstream = tf.constant(rng.normal(0, 1, z.shape), tf.float32)
+
+    def run(fn, variables):
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            y = fn(z)
+            loss = tf.reduce_sum(y * upstream)
+        return [y, *tape.gradient(loss, [z, *variables])]
+
+    expected = run(lambda x: plain_bn(plain_gelu(x), training=training),
+                   [plain_bn.gamma, plain_bn.beta])
+    actual = run(lambda x: layer(x, training=training), [layer.gamma, layer.beta])
+    for name, e, a in zip(["output", "d/dz", "d/dgamma", "d/dbeta"], expected, actual):
+        np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4, err_msg=name)
+    # Training moves the moving averages the same way; inference leaves them.
+    np.testing.assert_allclose(layer.moving_mean, plain_bn.moving_mean, atol=1e-6)
+    np.testing.assert_allclose(layer.moving_variance, plain_bn.moving_variance, atol=1e-6)
+    assert training == (not np.allclose(layer.moving_mean, stats[2]))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_plain_tensorflow_fallback_matches_the_op(training):
+    rng = np.random.default_rng(2)
+    z = tf.constant(rng.normal(0, 2, (4, 6, 6, 8)), tf.float32)
+    layer = GeluBatchNorm()
+    layer.build(z.shape)
+    layer.set_weights([rng.uniform(0.5, 1.5, 8), rng.normal(0, 0.2, 8),
+                       rng.normal(0.3, 0.2, 8), rng.uniform(0.1, 1.0, 8)])
+    fallback = layer._call_plain(z, training)
+    op = fused.op_library().gelu_batch_norm(
+        z, layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance,
+        epsilon=layer.epsilon, is_training=training)
+    for e, a in zip(fallback, op):
+        np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5)
+
+
+def test_op_refuses_statistics_of_the_wrong_size():
+    z = tf.zeros((2, 3, 3, 8))
+    v = tf.ones((7,))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"must have shape \[8\]"):
+        fused.op_library().gelu_batch_norm(z, v, v, v, v, epsilon=1e-3, is_training=True)
+
+
+def test_layer_needs_a_known_channel_axis():
+    with pytest.raises(ValueError, match="known channel"):
+        GeluBatchNorm(name="stem_bn").build((None, 4, 4, None))
+
+
+def test_without_a_compiler_the_layer_falls_back_with_a_warning(tmp_path):
+    script = textwrap.dedent("""
+        import numpy as np
+        from convmixer_lib import fused
+        from convmixer_lib.model import build_convmixer
+        model = build_convmixer(filters=8, depth=1, fused=True)
+        assert fused.op_library() is None
+        images = np.zeros((2, 32, 32, 3), "uint8")
+        print(model.predict(images, verbose=0).shape)
+    """)
+    env = {**os.environ, "CXX": "no-such-compiler", "CONVMIXER_OP_CACHE": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", script], env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(2, 10)" in result.stdout
+    assert "falls back to plain TensorFlow" in result.stderr
+    assert "no-such-compiler" in result.stderr  # says why
