@@ -177,15 +177,23 @@ def plot_per_class_accuracy(per_class_accuracy, class_names=CLASS_NAMES, title=N
 
 
 def plot_predictions(images, labels, predictions, class_names=CLASS_NAMES,
-                     columns=8, title="Predictions on test images"):
-    """Images titled "predicted / true" class names, green when right and red
-    when wrong: one panel per image."""
+                     columns=8, title="Predictions on test images", confidences=None):
+    """Images titled "predicted (true)" class names, green when right and red
+    when wrong: one panel per image. With `confidences` (the probability of
+    each prediction, 0–1) the predicted class shows it as a percentage."""
     labels = np.asarray(labels).reshape(-1)
+    if confidences is None:
+        confidences = [None] * len(images)
     figure, axes = _grid(len(images), columns, 1.5)
-    for ax, image, label, predicted in zip(axes, images, labels, predictions):
+    for ax, image, label, predicted, confidence in zip(
+        axes, images, labels, predictions, confidences
+    ):
         ax.imshow(np.asarray(image).astype(np.uint8))
+        shown = class_names[predicted]
+        if confidence is not None:
+            shown += f" {confidence:.0%}"
         ax.set_title(
-            f"{class_names[predicted]}\n({class_names[label]})",
+            f"{shown}\n({class_names[label]})",
             fontsize=8,
             color="tab:green" if predicted == label else "tab:red",
         )

@@ -113,7 +113,9 @@ def evaluate(model, images, labels, batch_size=128):
         A dict: `loss` (mean sparse categorical cross-entropy, nats), `accuracy`
         (fraction correct), `per_class_accuracy` (list, one fraction per class),
         `confusion_matrix` (list of lists, rows true class, columns predicted
-        class, counts) and `predictions` (uint8 array (n,) of predicted classes).
+        class, counts), `predictions` (uint8 array (n,) of predicted classes)
+        and `confidences` (float32 array (n,), the probability of each
+        predicted class).
     """
     probabilities = model.predict(images, batch_size=batch_size, verbose=0)
     labels = np.asarray(labels).reshape(-1)
@@ -129,7 +131,30 @@ def evaluate(model, images, labels, batch_size=128):
         "per_class_accuracy": [float(a) for a in per_class],
         "confusion_matrix": confusion.tolist(),
         "predictions": predicted.astype(np.uint8),
+        "confidences": probabilities.max(axis=1).astype(np.float32),
     }
+
+
+def most_confident_mistakes(labels, predictions, confidences, count=16):
+    """Indices of the `count` wrong predictions made with the highest confidence.
+
+    Args:
+        labels, predictions: class indices, arrays `(n,)` (labels may be `(n, 1)`).
+        confidences: probability of each predicted class, array `(n,)`.
+
+    Returns:
+        An int array of at most `count` indices into the `n` images, most
+        confident first.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    predictions, confidences = np.asarray(predictions), np.asarray(confidences)
+    if not labels.shape == predictions.shape == confidences.shape:
+        raise ValueError(
+            "`labels`, `predictions` and `confidences` must have one entry per image, "
+            f"got shapes {labels.shape}, {predictions.shape}, {confidences.shape}."
+        )
+    wrong = np.flatnonzero(predictions != labels)
+    return wrong[np.argsort(-confidences[wrong], kind="stable")][:count]
 
 
 def _processor_name():

@@ -87,6 +87,12 @@ def test_predictions_title_names_predicted_and_true_class():
     assert figure.axes[0].title.get_color() != figure.axes[4].title.get_color()
 
 
+def test_predictions_can_show_their_confidence():
+    images = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    figure = plots.plot_predictions(images, [3, 5], [3, 3], confidences=[0.5, 0.974])
+    assert figure.axes[1].get_title() == "cat 97%\n(dog)"
+
+
 def test_images_grid_has_a_panel_per_image():
     images = np.zeros((12, 32, 32, 3), dtype=np.uint8)
     figure = plots.plot_images(images, titles=[str(i) for i in range(12)], columns=5)

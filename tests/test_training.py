@@ -6,7 +6,12 @@ import pytest
 
 from convmixer_lib.data import make_dataset
 from convmixer_lib.model import build_convmixer
-from convmixer_lib.training import evaluate, load_run_model, run_experiment
+from convmixer_lib.training import (
+    evaluate,
+    load_run_model,
+    most_confident_mistakes,
+    run_experiment,
+)
 
 TINY = {"filters": 16, "depth": 1, "kernel_size": 3, "patch_size": 4}
 
@@ -109,7 +114,9 @@ def test_evaluate_counts_every_image():
     assert np.array(results["confusion_matrix"]).sum() == 50
     assert len(results["per_class_accuracy"]) == 10
     assert results["predictions"].shape == (50,)
-    expected = keras.losses.SparseCategoricalCrossentropy()(y, model.predict(x, verbose=0))
+    probabilities = model.predict(x, verbose=0)
+    np.testing.assert_allclose(results["confidences"], probabilities.max(axis=1), rtol=1e-6)
+    expected = keras.losses.SparseCategoricalCrossentropy()(y, probabilities)
     assert results["loss"] == pytest.approx(float(expected), rel=1e-5)
 
 
@@ -132,3 +139,16 @@ def test_best_weights_hold_no_optimizer_state(finished_run):
     model.save_weights(run_dir / "with_optimizer.weights.h5")
     with h5py.File(run_dir / "with_optimizer.weights.h5") as weights:
         assert "optimizer" in weights  # the check above can fail
+
+
+def test_most_confident_mistakes_are_wrong_and_sorted():
+    labels = np.array([[0], [1], [2], [3], [4]])
+    predictions = np.array([0, 2, 2, 9, 5])
+    confidences = np.array([0.99, 0.6, 0.9, 0.8, 0.95])
+    assert most_confident_mistakes(labels, predictions, confidences).tolist() == [4, 3, 1]
+    assert most_confident_mistakes(labels, predictions, confidences, count=1).tolist() == [4]
+
+
+def test_most_confident_mistakes_refuses_mismatched_lengths():
+    with pytest.raises(ValueError, match="one entry per image"):
+        most_confident_mistakes([0, 1], [0, 1, 2], [0.5, 0.5, 0.5])
