@@ -1,6 +1,7 @@
-"""The Colab cell of every notebook: it detects Colab and installs the pinned versions."""
+"""The Colab cell of every notebook: in Colab it clones the book and installs the pinned versions."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -19,15 +20,16 @@ def _colab_cell(path):
 
 
 def _run(source, monkeypatch, in_colab):
-    calls = []
+    calls, directories = [], []
     monkeypatch.setattr(subprocess, "run", lambda args, **kwargs: calls.append(args))
+    monkeypatch.setattr(os, "chdir", directories.append)
     if in_colab:
         monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     else:
         monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     namespace = {}
     exec(compile(source, "colab cell", "exec"), namespace)
-    return calls, namespace
+    return calls, directories, namespace
 
 
 def test_every_notebook_starts_with_the_same_colab_cell():
@@ -38,23 +40,29 @@ def test_every_notebook_starts_with_the_same_colab_cell():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_colab_cell_does_nothing_outside_colab(path, monkeypatch):
-    calls, _ = _run(_colab_cell(path), monkeypatch, in_colab=False)
-    assert calls == []
+    calls, directories, _ = _run(_colab_cell(path), monkeypatch, in_colab=False)
+    assert calls == [] and directories == []
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_colab_cell_installs_the_pinned_versions_from_the_repository(path, monkeypatch):
-    calls, namespace = _run(_colab_cell(path), monkeypatch, in_colab=True)
-    (args,) = calls
-    assert args[:4] == [sys.executable, "-m", "pip", "install"]
+def test_colab_cell_clones_the_book_and_installs_the_pinned_versions(path, monkeypatch):
+    calls, directories, namespace = _run(_colab_cell(path), monkeypatch, in_colab=True)
+    clone, install = calls
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    checkout = namespace["CHECKOUT"]
+    assert namespace["REPOSITORY"] == config["repository"]["url"]
+    assert clone[:2] == ["git", "clone"]
+    assert clone[-2:] == [config["repository"]["url"], checkout]
+    assert clone[clone.index("--branch") + 1] == config["repository"]["branch"]
+
+    assert install[:4] == [sys.executable, "-m", "pip", "install"]
+    assert install[-1] == checkout
     pins = dict(
         line.split("==")
         for line in (ROOT / "requirements.txt").read_text().splitlines()
         if "==" in line and not line.startswith("#")
     )
     for package in ("tensorflow", "keras"):
-        assert f"{package}=={pins[package]}" in args
-    config = yaml.safe_load((ROOT / "_config.yml").read_text())
-    assert namespace["REPOSITORY"] == config["repository"]["url"]
-    branch = config["repository"]["branch"]
-    assert f"convmixer-lib @ git+{config['repository']['url']}@{branch}" in args
+        assert f"{package}=={pins[package]}" in install
+    # The notebooks then find ../results/ as they do in a local checkout.
+    assert directories == [os.path.join(checkout, "notebooks")]
