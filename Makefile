@@ -11,16 +11,18 @@ HTML := _build/html
 
 NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
 
-# The book is built on a CPU: chapter 3 trains on a subset (see book/intro.md).
+# The book reads the full run's committed record (results/) and, in chapter 3,
+# trains a short live run into _build/runs/.
+RECORD := $(abspath results/convmixer-256-8)
 BOOK_RUN := $(abspath _build/runs/book)
-BOOK_03_training := -p EPOCHS 2 -p TRAIN_SIZE 2048 -p RUN_DIR $(BOOK_RUN)
-BOOK_04_filters := -p RUN_DIR $(BOOK_RUN)
+BOOK_03_training := -p DEMO_DIR $(BOOK_RUN)
 
-# The tests run every notebook with tiny parameters.
+# The tests run every notebook with tiny parameters, from tests/notebooks/.
 TEST_RUN := $(abspath _build/runs/test)
 TEST_NOTEBOOKS := tests/notebooks
-TEST_03_training := -p EPOCHS 1 -p TRAIN_SIZE 256 -p EVAL_SIZE 256 -p RUN_DIR $(TEST_RUN)
-TEST_04_filters := -p RUN_DIR $(TEST_RUN) -p CHANNELS 8
+TEST_03_training := -p DEMO_EPOCHS 1 -p DEMO_TRAIN_SIZE 256 -p EVAL_SIZE 256 \
+  -p DEMO_DIR $(TEST_RUN) -p RECORD_DIR $(RECORD)
+TEST_04_filters := -p RUN_DIR $(RECORD) -p CHANNELS 8
 
 # $(call papermill,OPTIONS,OUTPUT_DIR,PARAMETER_PREFIX): one papermill command per
 # notebook, in order, with the parameters $(PREFIX_<notebook name>).
