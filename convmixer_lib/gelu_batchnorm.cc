@@ -148,7 +148,15 @@ class GeluBatchNormOp : public OpKernel {
     const int64_t chunks = NumChunks(ctx, rows);
 
     if (is_training_) {
-      // Pass 1: per-channel sum and sum of squares of g = GELU(z).
+      OP_REQUIRES(ctx, rows > 0,
+                  errors::InvalidArgument("batch statistics need a non-empty z, got shape ",
+                                          z_in.shape().DebugString()));
+      // Pass 1: per-channel sum and sum of squares of g - origin, g = GELU(z).
+      // Shifting by the first row's g keeps E[x^2] - E[x]^2 accurate when a
+      // channel's mean is large against its spread.
+      std::vector<float> origin(C);
+      StandardNormalCdf(z, origin.data(), C);
+      for (int64_t c = 0; c < C; ++c) origin[c] *= z[c];
       std::vector<double> sums(2 * C * chunks, 0.0);
       ForEachChunk(ctx, rows, chunks, [&](int64_t begin, int64_t end, int64_t chunk) {
         std::vector<float> phi(kTileRows * C), tile_sum(C), tile_sq(C);
@@ -162,7 +170,7 @@ class GeluBatchNormOp : public OpKernel {
           std::fill(tile_sq.begin(), tile_sq.end(), 0.f);
           for (int64_t r = 0; r < n; ++r) {
             for (int64_t c = 0; c < C; ++c) {
-              const float g = zt[r * C + c] * phi[r * C + c];
+              const float g = zt[r * C + c] * phi[r * C + c] - origin[c];
               tile_sum[c] += g;
               tile_sq[c] += g * g;
             }
@@ -179,8 +187,8 @@ class GeluBatchNormOp : public OpKernel {
           s += sums[2 * C * k + c];
           q += sums[2 * C * k + C + c];
         }
-        const double m = s / rows;
-        mean[c] = static_cast<float>(m);
+        const double m = s / rows;  // mean of g - origin
+        mean[c] = static_cast<float>(origin[c] + m);
         var[c] = static_cast<float>(std::max(0.0, q / rows - m * m));
       }
     } else {

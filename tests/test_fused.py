@@ -28,8 +28,18 @@ def _random_statistics(model, rng):
     model.set_weights([np.asarray(w, "float32") for w in weights])
 
 
-@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
-                    reason="no C++ compiler: the fused op falls back to plain TensorFlow")
+NO_COMPILER = shutil.which(os.environ.get("CXX", "g++")) is None
+
+
+@pytest.fixture
+def op():
+    if fused.op_library() is None:
+        pytest.skip(f"the fused op is unavailable here: {fused.op_error()}")
+    return fused.op_library()
+
+
+@pytest.mark.skipif(NO_COMPILER or bool(tf.config.list_logical_devices("GPU")),
+                    reason="no C++ compiler, or a GPU: the layer uses plain TensorFlow")
 def test_the_op_compiles_on_this_machine():
     assert fused.op_library() is not None, fused.op_error()
 
@@ -94,7 +104,7 @@ def test_layer_matches_keras_gelu_then_batchnorm(training):
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_plain_tensorflow_fallback_matches_the_op(training):
+def test_plain_tensorflow_fallback_matches_the_op(training, op):
     rng = np.random.default_rng(2)
     z = tf.constant(rng.normal(0, 2, (4, 6, 6, 8)), tf.float32)
     layer = GeluBatchNorm()
@@ -102,18 +112,48 @@ def test_plain_tensorflow_fallback_matches_the_op(training):
     layer.set_weights([rng.uniform(0.5, 1.5, 8), rng.normal(0, 0.2, 8),
                        rng.normal(0.3, 0.2, 8), rng.uniform(0.1, 1.0, 8)])
     fallback = layer._call_plain(z, training)
-    op = fused.op_library().gelu_batch_norm(
+    outputs = op.gelu_batch_norm(
         z, layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance,
         epsilon=layer.epsilon, is_training=training)
-    for e, a in zip(fallback, op):
+    for e, a in zip(fallback, outputs):
         np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5)
 
 
-def test_op_refuses_statistics_of_the_wrong_size():
+def test_op_refuses_statistics_of_the_wrong_size(op):
     z = tf.zeros((2, 3, 3, 8))
     v = tf.ones((7,))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"must have shape \[8\]"):
-        fused.op_library().gelu_batch_norm(z, v, v, v, v, epsilon=1e-3, is_training=True)
+        op.gelu_batch_norm(z, v, v, v, v, epsilon=1e-3, is_training=True)
+
+
+def test_op_refuses_batch_statistics_of_an_empty_batch(op):
+    z = tf.zeros((0, 4, 4, 8))
+    v = tf.ones((8,))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="non-empty"):
+        op.gelu_batch_norm(z, v, v, v, v, epsilon=1e-3, is_training=True)
+
+
+def test_statistics_stay_accurate_when_the_mean_dwarfs_the_spread(op):
+    # GELU(z) ~ z for large z: a channel near 1000 with spread 0.01.
+    z = tf.constant(1000 + np.random.default_rng(3).normal(0, 0.01, (64, 8)), tf.float32)
+    v = tf.ones((8,))
+    _, mean, variance = op.gelu_batch_norm(z, v, v, v, v, epsilon=1e-3, is_training=True)
+    expected_mean, expected_variance = tf.nn.moments(tf.cast(z, tf.float64), [0])
+    np.testing.assert_allclose(mean, expected_mean, rtol=1e-6)
+    np.testing.assert_allclose(variance, expected_variance, rtol=1e-2)
+
+
+def test_mixed_precision_computes_in_float32():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        layer = GeluBatchNorm()
+        z = tf.constant(np.random.default_rng(4).normal(0, 1, (16, 8)), tf.float16)
+        y = layer(z, training=True)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert y.dtype == tf.float16
+    assert layer.moving_mean.dtype == "float32"
+    assert not np.allclose(layer.moving_mean.numpy(), 0)  # the update was not rounded away
 
 
 def test_layer_needs_a_known_channel_axis():
