@@ -40,21 +40,69 @@ void ZTimesNormalPdf(const float* z, float* dens, int64_t n) {
   out = zt * (zt * zt * -0.5f).exp() * 0.3989422804014327f;
 }
 
-// Runs fn(begin_row, end_row, chunk) over `chunks` contiguous row ranges in
-// parallel; each chunk owns its slot of any per-chunk partial sums.
+int64_t NumChunks(OpKernelContext* ctx, int64_t rows) {
+  int64_t threads = ctx->device()->tensorflow_cpu_worker_threads()->num_threads;
+  return std::max<int64_t>(1, std::min<int64_t>(rows / kTileRows, 4 * threads));
+}
+
+// Splits the rows into NumChunks contiguous ranges, run in parallel, and each
+// range into tiles of at most kTileRows rows. Calls fn(first_row, n, phi,
+// scratch, chunk) for every tile, where phi[r * channels + c] = Phi(z) of the
+// tile's row r and scratch is the thread's own kTileRows * channels floats.
 template <typename Fn>
-void ForEachChunk(OpKernelContext* ctx, int64_t rows, int64_t chunks, Fn fn) {
+void ForEachTile(OpKernelContext* ctx, const float* z, int64_t rows, int64_t channels,
+                 Fn fn) {
+  const int64_t chunks = NumChunks(ctx, rows);
   auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
   workers->ParallelFor(chunks, 1 << 20, [&](int64_t first, int64_t last) {
+    std::vector<float> phi(kTileRows * channels), scratch(kTileRows * channels);
     for (int64_t chunk = first; chunk < last; ++chunk) {
-      fn(rows * chunk / chunks, rows * (chunk + 1) / chunks, chunk);
+      const int64_t end = rows * (chunk + 1) / chunks;
+      for (int64_t r0 = rows * chunk / chunks; r0 < end; r0 += kTileRows) {
+        const int64_t n = std::min(kTileRows, end - r0);
+        StandardNormalCdf(z + r0 * channels, phi.data(), n * channels);
+        fn(r0, n, phi.data(), scratch.data(), chunk);
+      }
     }
   });
 }
 
-int64_t NumChunks(OpKernelContext* ctx, int64_t rows) {
-  int64_t threads = ctx->device()->tensorflow_cpu_worker_threads()->num_threads;
-  return std::max<int64_t>(1, std::min<int64_t>(rows / kTileRows, 4 * threads));
+// Per-channel sums over all rows of two terms: terms(i, c, phi_i, &a, &b) sets
+// element i's terms (i indexes z; phi_i = Phi(z[i])). Summed in float within a
+// tile, in double across tiles; returns the sums of a in sum_a, of b in sum_b.
+template <typename Terms>
+void ChannelSums(OpKernelContext* ctx, const float* z, int64_t rows, int64_t channels,
+                 Terms terms, std::vector<double>* sum_a, std::vector<double>* sum_b) {
+  const int64_t C = channels;
+  const int64_t chunks = NumChunks(ctx, rows);
+  std::vector<double> partial(2 * C * chunks, 0.0);  // one (a, b) slot per chunk
+  ForEachTile(ctx, z, rows, C, [&](int64_t r0, int64_t n, const float* phi,
+                                   float* scratch, int64_t chunk) {
+    float* tile_a = scratch;  // C floats
+    float* tile_b = scratch + C;
+    std::fill_n(scratch, 2 * C, 0.f);
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t c = 0; c < C; ++c) {
+        float a, b;
+        terms((r0 + r) * C + c, c, phi[r * C + c], &a, &b);
+        tile_a[c] += a;
+        tile_b[c] += b;
+      }
+    }
+    double* slot = partial.data() + 2 * C * chunk;
+    for (int64_t c = 0; c < C; ++c) {
+      slot[c] += tile_a[c];
+      slot[C + c] += tile_b[c];
+    }
+  });
+  sum_a->assign(C, 0.0);
+  sum_b->assign(C, 0.0);
+  for (int64_t k = 0; k < chunks; ++k) {
+    for (int64_t c = 0; c < C; ++c) {
+      (*sum_a)[c] += partial[2 * C * k + c];
+      (*sum_b)[c] += partial[2 * C * k + C + c];
+    }
+  }
 }
 
 Status CheckInputs(OpKernelContext* ctx, const Tensor& z, int64_t* rows,
@@ -133,8 +181,8 @@ class GeluBatchNormOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& z_in = ctx->input(0);
-    int64_t rows, channels;
-    OP_REQUIRES_OK(ctx, CheckInputs(ctx, z_in, &rows, &channels, {1, 2, 3, 4}));
+    int64_t rows, C;
+    OP_REQUIRES_OK(ctx, CheckInputs(ctx, z_in, &rows, &C, {1, 2, 3, 4}));
     const float* z = z_in.flat<float>().data();
     const float* gamma = ctx->input(1).flat<float>().data();
     const float* beta = ctx->input(2).flat<float>().data();
@@ -144,52 +192,30 @@ class GeluBatchNormOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, ctx->input(1).shape(), &var_out));
     float* mean = mean_out->flat<float>().data();
     float* var = var_out->flat<float>().data();
-    const int64_t C = channels;
-    const int64_t chunks = NumChunks(ctx, rows);
 
     if (is_training_) {
       OP_REQUIRES(ctx, rows > 0,
                   errors::InvalidArgument("batch statistics need a non-empty z, got shape ",
                                           z_in.shape().DebugString()));
-      // Pass 1: per-channel sum and sum of squares of g - origin, g = GELU(z).
-      // Shifting by the first row's g keeps E[x^2] - E[x]^2 accurate when a
+      // Pass 1: sums of d and d^2 per channel, d = g - origin, g = GELU(z).
+      // Shifting by the first row's g keeps E[d^2] - E[d]^2 accurate when a
       // channel's mean is large against its spread.
       std::vector<float> origin(C);
       StandardNormalCdf(z, origin.data(), C);
       for (int64_t c = 0; c < C; ++c) origin[c] *= z[c];
-      std::vector<double> sums(2 * C * chunks, 0.0);
-      ForEachChunk(ctx, rows, chunks, [&](int64_t begin, int64_t end, int64_t chunk) {
-        std::vector<float> phi(kTileRows * C), tile_sum(C), tile_sq(C);
-        double* sum = sums.data() + 2 * C * chunk;
-        double* sq = sum + C;
-        for (int64_t r0 = begin; r0 < end; r0 += kTileRows) {
-          const int64_t n = std::min(kTileRows, end - r0);
-          const float* zt = z + r0 * C;
-          StandardNormalCdf(zt, phi.data(), n * C);
-          std::fill(tile_sum.begin(), tile_sum.end(), 0.f);
-          std::fill(tile_sq.begin(), tile_sq.end(), 0.f);
-          for (int64_t r = 0; r < n; ++r) {
-            for (int64_t c = 0; c < C; ++c) {
-              const float g = zt[r * C + c] * phi[r * C + c] - origin[c];
-              tile_sum[c] += g;
-              tile_sq[c] += g * g;
-            }
-          }
-          for (int64_t c = 0; c < C; ++c) {
-            sum[c] += tile_sum[c];
-            sq[c] += tile_sq[c];
-          }
-        }
-      });
+      std::vector<double> sum, sum_sq;
+      ChannelSums(
+          ctx, z, rows, C,
+          [&](int64_t i, int64_t c, float phi, float* a, float* b) {
+            const float d = z[i] * phi - origin[c];
+            *a = d;
+            *b = d * d;
+          },
+          &sum, &sum_sq);
       for (int64_t c = 0; c < C; ++c) {
-        double s = 0, q = 0;
-        for (int64_t k = 0; k < chunks; ++k) {
-          s += sums[2 * C * k + c];
-          q += sums[2 * C * k + C + c];
-        }
-        const double m = s / rows;  // mean of g - origin
+        const double m = sum[c] / rows;
         mean[c] = static_cast<float>(origin[c] + m);
-        var[c] = static_cast<float>(std::max(0.0, q / rows - m * m));
+        var[c] = static_cast<float>(std::max(0.0, sum_sq[c] / rows - m * m));
       }
     } else {
       std::copy_n(ctx->input(3).flat<float>().data(), C, mean);
@@ -203,17 +229,12 @@ class GeluBatchNormOp : public OpKernel {
       shift[c] = beta[c] - mean[c] * scale[c];
     }
     float* y = y_out->flat<float>().data();
-    ForEachChunk(ctx, rows, chunks, [&](int64_t begin, int64_t end, int64_t) {
-      std::vector<float> phi(kTileRows * C);
-      for (int64_t r0 = begin; r0 < end; r0 += kTileRows) {
-        const int64_t n = std::min(kTileRows, end - r0);
-        const float* zt = z + r0 * C;
-        float* yt = y + r0 * C;
-        StandardNormalCdf(zt, phi.data(), n * C);
-        for (int64_t r = 0; r < n; ++r) {
-          for (int64_t c = 0; c < C; ++c) {
-            yt[r * C + c] = zt[r * C + c] * phi[r * C + c] * scale[c] + shift[c];
-          }
+    ForEachTile(ctx, z, rows, C, [&](int64_t r0, int64_t n, const float* phi, float*, int64_t) {
+      const float* zt = z + r0 * C;
+      float* yt = y + r0 * C;
+      for (int64_t r = 0; r < n; ++r) {
+        for (int64_t c = 0; c < C; ++c) {
+          yt[r * C + c] = zt[r * C + c] * phi[r * C + c] * scale[c] + shift[c];
         }
       }
     });
@@ -233,8 +254,8 @@ class GeluBatchNormGradOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& z_in = ctx->input(1);
-    int64_t rows, channels;
-    OP_REQUIRES_OK(ctx, CheckInputs(ctx, z_in, &rows, &channels, {2, 3, 4}));
+    int64_t rows, C;
+    OP_REQUIRES_OK(ctx, CheckInputs(ctx, z_in, &rows, &C, {2, 3, 4}));
     OP_REQUIRES(ctx, ctx->input(0).shape() == z_in.shape(),
                 errors::InvalidArgument("dy and z must have the same shape, got ",
                                         ctx->input(0).shape().DebugString(), " and ",
@@ -248,71 +269,41 @@ class GeluBatchNormGradOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, z_in.shape(), &dz_out));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, ctx->input(2).shape(), &dgamma_out));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, ctx->input(2).shape(), &dbeta_out));
-    const int64_t C = channels;
-    const int64_t chunks = NumChunks(ctx, rows);
     std::vector<float> inv_std(C);
     for (int64_t c = 0; c < C; ++c) inv_std[c] = 1.f / std::sqrt(var[c] + epsilon_);
 
     // Pass 1: dbeta = sum(dy), dgamma = sum(dy * g_hat), g_hat = (g - mean) * inv_std.
-    std::vector<double> sums(2 * C * chunks, 0.0);
-    ForEachChunk(ctx, rows, chunks, [&](int64_t begin, int64_t end, int64_t chunk) {
-      std::vector<float> phi(kTileRows * C), tile_dy(C), tile_dyg(C);
-      double* sum_dy = sums.data() + 2 * C * chunk;
-      double* sum_dyg = sum_dy + C;
-      for (int64_t r0 = begin; r0 < end; r0 += kTileRows) {
-        const int64_t n = std::min(kTileRows, end - r0);
-        const float* zt = z + r0 * C;
-        const float* dyt = dy + r0 * C;
-        StandardNormalCdf(zt, phi.data(), n * C);
-        std::fill(tile_dy.begin(), tile_dy.end(), 0.f);
-        std::fill(tile_dyg.begin(), tile_dyg.end(), 0.f);
-        for (int64_t r = 0; r < n; ++r) {
-          for (int64_t c = 0; c < C; ++c) {
-            const float g_hat = (zt[r * C + c] * phi[r * C + c] - mean[c]) * inv_std[c];
-            tile_dy[c] += dyt[r * C + c];
-            tile_dyg[c] += dyt[r * C + c] * g_hat;
-          }
-        }
-        for (int64_t c = 0; c < C; ++c) {
-          sum_dy[c] += tile_dy[c];
-          sum_dyg[c] += tile_dyg[c];
-        }
-      }
-    });
+    std::vector<double> sum_dy, sum_dy_ghat;
+    ChannelSums(
+        ctx, z, rows, C,
+        [&](int64_t i, int64_t c, float phi, float* a, float* b) {
+          *a = dy[i];
+          *b = dy[i] * (z[i] * phi - mean[c]) * inv_std[c];
+        },
+        &sum_dy, &sum_dy_ghat);
     float* dgamma = dgamma_out->flat<float>().data();
     float* dbeta = dbeta_out->flat<float>().data();
-    // dz = dg * GELU'(z), dg = a * (dy - b - g_hat * d) per channel.
+    // dz = dg * GELU'(z), dg = a * (dy - b - g_hat * d) per channel; in
+    // inference the statistics are constants and b = d = 0.
     std::vector<float> a(C), b(C), d(C);
     for (int64_t c = 0; c < C; ++c) {
-      double s = 0, q = 0;
-      for (int64_t k = 0; k < chunks; ++k) {
-        s += sums[2 * C * k + c];
-        q += sums[2 * C * k + C + c];
-      }
-      dbeta[c] = static_cast<float>(s);
-      dgamma[c] = static_cast<float>(q);
+      dbeta[c] = static_cast<float>(sum_dy[c]);
+      dgamma[c] = static_cast<float>(sum_dy_ghat[c]);
       a[c] = gamma[c] * inv_std[c];
-      b[c] = is_training_ ? static_cast<float>(s / rows) : 0.f;
-      d[c] = is_training_ ? static_cast<float>(q / rows) : 0.f;
+      b[c] = is_training_ ? static_cast<float>(sum_dy[c] / rows) : 0.f;
+      d[c] = is_training_ ? static_cast<float>(sum_dy_ghat[c] / rows) : 0.f;
     }
 
     // Pass 2: the input gradient.
     float* dz = dz_out->flat<float>().data();
-    ForEachChunk(ctx, rows, chunks, [&](int64_t begin, int64_t end, int64_t) {
-      std::vector<float> phi(kTileRows * C), dens(kTileRows * C);
-      for (int64_t r0 = begin; r0 < end; r0 += kTileRows) {
-        const int64_t n = std::min(kTileRows, end - r0);
-        const float* zt = z + r0 * C;
-        const float* dyt = dy + r0 * C;
-        float* dzt = dz + r0 * C;
-        StandardNormalCdf(zt, phi.data(), n * C);
-        ZTimesNormalPdf(zt, dens.data(), n * C);
-        for (int64_t r = 0; r < n; ++r) {
-          for (int64_t c = 0; c < C; ++c) {
-            const int64_t i = r * C + c;
-            const float g_hat = (zt[i] * phi[i] - mean[c]) * inv_std[c];
-            dzt[i] = a[c] * (dyt[i] - b[c] - g_hat * d[c]) * (phi[i] + dens[i]);
-          }
+    ForEachTile(ctx, z, rows, C, [&](int64_t r0, int64_t n, const float* phi, float* dens,
+                                     int64_t) {
+      ZTimesNormalPdf(z + r0 * C, dens, n * C);
+      for (int64_t r = 0; r < n; ++r) {
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t t = r * C + c, i = r0 * C + t;
+          const float g_hat = (z[i] * phi[t] - mean[c]) * inv_std[c];
+          dz[i] = a[c] * (dy[i] - b[c] - g_hat * d[c]) * (phi[t] + dens[t]);
         }
       }
     });
