@@ -50,6 +50,7 @@ def train(args):
         epochs=args.epochs,
         learning_rate=args.learning_rate,
         weight_decay=args.weight_decay,
+        schedule=args.schedule,
         seed=args.seed,
         details={
             "train_images": len(x_train),
@@ -97,6 +98,9 @@ def main(argv=None):
     t.add_argument("--batch-size", type=_positive, default=128, help="default: 128")
     t.add_argument("--learning-rate", type=float, default=1e-3, help="AdamW, default: 1e-3")
     t.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW, default: 1e-4")
+    t.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                   help="learning rate: constant as in the example, or cosine decay "
+                   "to 0 over the run (default: constant)")
     t.add_argument("--seed", type=int, default=42, help="default: 42")
     t.add_argument("--filters", type=_positive, default=256, help="channels, default: 256")
     t.add_argument("--depth", type=_positive, default=8, help="blocks, default: 8")

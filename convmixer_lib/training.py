@@ -192,6 +192,7 @@ def run_experiment(
     epochs=10,
     learning_rate=1e-3,
     weight_decay=1e-4,
+    schedule="constant",
     seed=None,
     details=None,
     callbacks=(),
@@ -212,6 +213,9 @@ def run_experiment(
         run_dir: directory for everything the run writes; created if missing.
         epochs: total epochs, counting those of an interrupted run.
         learning_rate, weight_decay: AdamW's settings (the example: 1e-3, 1e-4).
+        schedule: "constant" keeps `learning_rate` throughout, as the example
+            does; "cosine" decays it to 0 along a half cosine over all
+            `epochs × len(train_dataset)` steps, so the last epochs settle.
         seed: recorded in `metrics.json`; seed before building the model with
             `keras.utils.set_random_seed(seed)`.
         details: more facts for `metrics.json` (e.g. the number of training
@@ -225,11 +229,23 @@ def run_experiment(
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"`epochs` must be a positive integer, got {epochs!r}.")
+    if schedule == "constant":
+        rate = learning_rate
+    elif schedule == "cosine":
+        steps = int(train_dataset.cardinality())
+        if steps < 1:
+            raise ValueError(
+                "`schedule='cosine'` needs a training dataset of known, finite "
+                f"length, got cardinality {steps}."
+            )
+        rate = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps)
+    else:
+        raise ValueError(f"`schedule` must be 'constant' or 'cosine', got {schedule!r}.")
     os.makedirs(run_dir, exist_ok=True)
     _write_json(os.path.join(run_dir, "config.json"), convmixer_config(model))
     model.compile(
         optimizer=keras.optimizers.AdamW(
-            learning_rate=learning_rate, weight_decay=weight_decay
+            learning_rate=rate, weight_decay=weight_decay
         ),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
@@ -262,6 +278,7 @@ def run_experiment(
         "seconds_per_epoch": [h["seconds"] for h in history],
         "model": convmixer_config(model),
         "learning_rate": learning_rate,
+        "schedule": schedule,
         "weight_decay": weight_decay,
         "seed": seed,
         "environment": environment(),

@@ -24,7 +24,7 @@ def _easy_data(count, seed):
     return images.astype(np.uint8), labels.reshape(-1, 1).astype(np.uint8)
 
 
-def _run(run_dir, epochs, callbacks=()):
+def _run(run_dir, epochs, callbacks=(), schedule="constant"):
     keras.utils.set_random_seed(0)
     x, y = _easy_data(512, 0)
     x_val, y_val = _easy_data(128, 1)
@@ -37,6 +37,7 @@ def _run(run_dir, epochs, callbacks=()):
         run_dir,
         epochs=epochs,
         learning_rate=3e-3,
+        schedule=schedule,
         seed=0,
         details={"train_images": 512},
         callbacks=callbacks,
@@ -127,6 +128,24 @@ def test_evaluate_counts_every_image():
 def test_missing_run_directory_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_run_model(tmp_path)
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero(tmp_path):
+    model, _, metrics = _run(tmp_path, epochs=2, schedule="cosine")
+    assert metrics["schedule"] == "cosine"
+    assert int(model.optimizer.iterations) == 2 * 8  # 512 images in batches of 64
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_constant_schedule_keeps_the_learning_rate(finished_run):
+    _, model, _, metrics = finished_run
+    assert metrics["schedule"] == "constant"
+    assert float(model.optimizer.learning_rate) == pytest.approx(3e-3)
+
+
+def test_bad_schedule_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="schedule.*'linear'"):
+        run_experiment(build_convmixer(**TINY), None, None, None, tmp_path, schedule="linear")
 
 
 def test_bad_epochs_is_refused(tmp_path):
