@@ -52,7 +52,11 @@ def _compile_op():
     """
     flags = tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
     compiler = os.environ.get("CXX", "g++")
-    command = [compiler, "-shared", "-fPIC", "-O3", "-march=native", "-w", _SOURCE, *flags]
+    # TensorFlow's bundled Eigen does not compile its AVX512-FP16 code (Intel
+    # Sapphire Rapids and later); the op computes in float32 and needs none of it.
+    no_fp16 = ["-mno-avx512fp16"] if "avx512_fp16" in _cpu_flags().split() else []
+    command = [compiler, "-shared", "-fPIC", "-O3", "-march=native", *no_fp16, "-w",
+               _SOURCE, *flags]
     compiler_version = subprocess.run(
         [compiler, "--version"], check=True, capture_output=True, text=True
     ).stdout
