@@ -144,7 +144,13 @@ def test_search_finds_convmixer(site, browser):
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(f"{site}/search.html?q=ConvMixer")
-    results = WebDriverWait(browser, 30).until(
-        lambda b: b.find_elements("css selector", "#search-results li")
-    )
-    assert len(results) >= 4
+    # Sphinx adds the results one by one, then writes its summary line.
+    def finished_summary(b):
+        for line in b.find_elements("css selector", "#search-results p.search-summary"):
+            if line.text.startswith(("Search finished", "Your search did not match")):
+                return line.text
+        return None
+
+    summary = WebDriverWait(browser, 30).until(finished_summary)
+    results = browser.find_elements("css selector", "#search-results li")
+    assert len(results) >= 4, summary
