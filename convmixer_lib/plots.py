@@ -8,6 +8,7 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import PercentFormatter
 
 from .data import CLASS_NAMES
 from .model import STEM_CONV, convmixer_config, depthwise_conv_name
@@ -138,6 +139,29 @@ def plot_history(history):
         ax.set_xticks(epochs)
         ax.grid(alpha=0.3)
         ax.legend()
+    figure.tight_layout()
+    return figure
+
+
+def plot_validation_curves(runs, title="Validation accuracy per epoch"):
+    """Validation accuracy per epoch of several runs, one line each, on a percent
+    axis: `runs` maps a legend label to that run's per-epoch records (dicts with
+    `epoch` and `val_accuracy` in 0–1, as in `history.json`). One panel."""
+    if not runs:
+        raise ValueError("`runs` must map at least one label to a history, got none.")
+    figure, ax = plt.subplots(figsize=(7.5, 4.2))
+    epochs = set()
+    for (label, history), marker in zip(runs.items(), "os^Dv<>p*h"):
+        x = [h["epoch"] for h in history]
+        ax.plot(x, [h["val_accuracy"] for h in history], f"{marker}-", label=label)
+        epochs.update(x)
+    ax.set_xticks(sorted(epochs))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
     figure.tight_layout()
     return figure
 

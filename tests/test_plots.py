@@ -64,6 +64,21 @@ def test_history_has_loss_and_accuracy_panels():
     assert all(len(ax.lines) == 2 for ax in figure.axes)
 
 
+def test_validation_curves_draw_a_labelled_line_per_run():
+    runs = {"a": [{"epoch": e, "val_accuracy": e / 4} for e in (1, 2, 3)],
+            "b": [{"epoch": e, "val_accuracy": e / 5} for e in (2, 3, 4)]}
+    figure = plots.plot_validation_curves(runs)
+    (ax,) = figure.axes
+    assert [line.get_label() for line in ax.lines] == ["a", "b"]
+    assert list(ax.get_xticks()) == [1, 2, 3, 4]
+    assert ax.get_ylabel() == "validation accuracy" and ax.get_title()
+
+
+def test_validation_curves_refuse_no_runs():
+    with pytest.raises(ValueError, match="at least one"):
+        plots.plot_validation_curves({})
+
+
 def test_confusion_matrix_labels_classes_by_name():
     confusion = np.arange(100).reshape(10, 10)
     figure = plots.plot_confusion_matrix(confusion)
