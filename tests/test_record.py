@@ -19,6 +19,7 @@ RECORD = RESULTS / "convmixer-256-8"
 RUNS = {
     "convmixer-256-8": ("cosine", 42),
     "convmixer-256-8-constant": ("constant", 42),
+    "convmixer-256-8-seed1": ("cosine", 1),
 }
 EXAMPLE_TEST_ACCURACY = 0.8369  # the Keras example's result
 
