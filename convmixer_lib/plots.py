@@ -8,7 +8,7 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from .data import CLASS_NAMES
 from .model import STEM_CONV, convmixer_config, depthwise_conv_name
@@ -156,6 +156,8 @@ def plot_validation_curves(runs, title="Validation accuracy per epoch"):
         ax.plot(x, [h["val_accuracy"] for h in history], f"{marker}-", label=label)
         epochs.update(x)
     ax.set_xticks(sorted(epochs))
+    # Ticks at whole percents (steps of 1, 2 or 5 percentage points or more).
+    ax.yaxis.set_major_locator(MaxNLocator(steps=[1, 2, 5, 10]))
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy")

@@ -65,13 +65,20 @@ def test_history_has_loss_and_accuracy_panels():
 
 
 def test_validation_curves_draw_a_labelled_line_per_run():
-    runs = {"a": [{"epoch": e, "val_accuracy": e / 4} for e in (1, 2, 3)],
-            "b": [{"epoch": e, "val_accuracy": e / 5} for e in (2, 3, 4)]}
+    # A narrow range, as in a real comparison: ticks must still be whole percents.
+    runs = {"a": [{"epoch": e, "val_accuracy": a} for e, a in ((1, 0.70), (2, 0.80), (3, 0.88))],
+            "b": [{"epoch": e, "val_accuracy": a} for e, a in ((2, 0.72), (3, 0.84), (4, 0.87))]}
     figure = plots.plot_validation_curves(runs)
     (ax,) = figure.axes
     assert [line.get_label() for line in ax.lines] == ["a", "b"]
     assert list(ax.get_xticks()) == [1, 2, 3, 4]
     assert ax.get_ylabel() == "validation accuracy" and ax.get_title()
+    figure.canvas.draw()
+    ticks = [t.get_text() for t in ax.get_yticklabels()]
+    assert ticks and all(t.endswith("%") for t in ticks)
+    values = [float(t.rstrip("%")) for t in ticks]
+    assert all(abs(value * 100 - round(value * 100)) < 1e-9 for value in ax.get_yticks())
+    assert len(set(values)) == len(values)  # no two ticks print alike
 
 
 def test_validation_curves_refuse_no_runs():
