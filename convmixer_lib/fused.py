@@ -54,7 +54,8 @@ def _compile_op():
     compiler = os.environ.get("CXX", "g++")
     # TensorFlow's bundled Eigen does not compile its AVX512-FP16 code (Intel
     # Sapphire Rapids and later); the op computes in float32 and needs none of it.
-    no_fp16 = ["-mno-avx512fp16"] if "avx512_fp16" in _cpu_flags().split() else []
+    cpu_flags = _cpu_flags()
+    no_fp16 = ["-mno-avx512fp16"] if "avx512_fp16" in cpu_flags.split() else []
     command = [compiler, "-shared", "-fPIC", "-O3", "-march=native", *no_fp16, "-w",
                _SOURCE, *flags]
     compiler_version = subprocess.run(
@@ -64,7 +65,7 @@ def _compile_op():
     with open(_SOURCE, "rb") as f:
         key.update(f.read())
     for part in (" ".join(command), compiler_version, tf.__version__,
-                 tf.version.GIT_VERSION, _cpu_flags()):
+                 tf.version.GIT_VERSION, cpu_flags):
         key.update(part.encode())
     cache = os.environ.get(
         "CONVMIXER_OP_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "convmixer_lib")

@@ -2,7 +2,6 @@
 weights (results/convmixer-256-8/) still reach the recorded test accuracy on the
 real CIFAR-10 test set."""
 
-import json
 import pathlib
 
 import h5py
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 
 from convmixer_lib.model import build_convmixer
-from convmixer_lib.training import evaluate, load_run_model
+from convmixer_lib.training import evaluate, load_run_model, read_json
 
 RESULTS = pathlib.Path(__file__).resolve().parent.parent / "results"
 RECORD = RESULTS / "convmixer-256-8"
@@ -22,10 +21,6 @@ RUNS = {
     "convmixer-256-8-seed1": ("cosine", 1),
 }
 EXAMPLE_TEST_ACCURACY = 0.8369  # the Keras example's result
-
-
-def _read(run_dir, name):
-    return json.loads((run_dir / name).read_text())
 
 
 def test_every_run_in_results_is_listed():
@@ -43,8 +38,8 @@ def test_the_run_is_complete_and_holds_no_training_state(run):
 @pytest.mark.parametrize("run", RUNS)
 def test_history_metrics_and_weights_agree(run):
     run_dir = RESULTS / run
-    history, metrics = _read(run_dir, "history.json"), _read(run_dir, "metrics.json")
-    config = _read(run_dir, "config.json")
+    history, metrics = read_json(run_dir / "history.json"), read_json(run_dir / "metrics.json")
+    config = read_json(run_dir / "config.json")
     assert metrics["epochs"] == len(history) == 10
     assert [h["epoch"] for h in history] == list(range(1, 11))
     best = max(history, key=lambda h: h["val_accuracy"])
@@ -69,7 +64,7 @@ def test_history_metrics_and_weights_agree(run):
 
 
 def test_recorded_weights_reach_the_recorded_test_accuracy(real_cifar10):
-    metrics = _read(RECORD, "metrics.json")
+    metrics = read_json(RECORD / "metrics.json")
     _, (x_test, y_test) = real_cifar10
     assert len(x_test) == 10_000
     accuracy = evaluate(load_run_model(RECORD, fused=True), x_test, y_test)["accuracy"]
@@ -77,4 +72,4 @@ def test_recorded_weights_reach_the_recorded_test_accuracy(real_cifar10):
 
 
 def test_the_record_reaches_the_examples_test_accuracy():
-    assert _read(RECORD, "metrics.json")["test_accuracy"] >= EXAMPLE_TEST_ACCURACY
+    assert read_json(RECORD / "metrics.json")["test_accuracy"] >= EXAMPLE_TEST_ACCURACY
