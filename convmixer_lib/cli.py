@@ -124,5 +124,5 @@ def main(argv=None):
     args.argv = argv
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # FileNotFoundError, ConnectionError
         parser.exit(2, f"error: {error}\n")

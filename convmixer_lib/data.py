@@ -1,6 +1,8 @@
 """CIFAR-10: loading, the example's train/validation split, and tf.data pipelines."""
 
 import gzip
+import importlib
+import io
 import os
 import pickle
 import tarfile
@@ -17,6 +19,40 @@ CLASS_NAMES = (
 VALIDATION_SIZE = 5000
 BATCH_NAMES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 _FOLDER = "cifar-10-batches-py"
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"  # Keras' source
+
+# The only globals a CIFAR-10 batch needs to rebuild its uint8 array: the official
+# files (pickled by NumPy 1 under Python 2) name `numpy.core`, files pickled by
+# NumPy 2 name `numpy._core`, and pickle protocol 5 uses `_frombuffer`.
+_ALLOWED_GLOBALS = {
+    (f"{core}.{module}", name)
+    for core in ("numpy.core", "numpy._core")
+    for module, name in (("multiarray", "_reconstruct"), ("numeric", "_frombuffer"))
+} | {("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle named a global outside what a CIFAR-10 batch needs."""
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickle a CIFAR-10 batch without running code from it.
+
+    A pickle can name any importable function and have it called while it is
+    read (`os.system`, `eval`, ...). This unpickler resolves only the NumPy
+    globals that rebuild an array and its dtype, and refuses every other name
+    before anything is imported or called.
+    """
+
+    def find_class(self, module, name):
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise _RefusedGlobal(f"{module}.{name}")
+        if module == "numpy":
+            return getattr(np, name)
+        # numpy.core under NumPy 1, numpy._core under NumPy 2, whichever the file names.
+        core = "numpy._core" if hasattr(np, "_core") else "numpy.core"
+        submodule = importlib.import_module(f"{core}.{module.rsplit('.', 1)[1]}")
+        return getattr(submodule, name)
 
 
 def load_cifar10(path=None):
@@ -33,15 +69,22 @@ def load_cifar10(path=None):
         `(50000, 32, 32, 3)` and `(10000, 32, 32, 3)`, uint8 labels 0–9 of shape
         `(50000, 1)` and `(10000, 1)`, in the archive's order.
 
+    Batches are unpickled with only the NumPy globals an image array needs:
+    a pickle that names any other function (one that would run code as it
+    is read) is refused before that function is called.
+
     Raises:
         FileNotFoundError: if `path` does not exist or lacks a batch file.
-        ValueError: if the archive is truncated or corrupt, or a batch does not
-            hold 32×32 RGB images with labels 0–9. Nothing is returned then.
+        ValueError: if the archive is truncated or corrupt, a batch names a
+            refused global, or a batch does not hold 32×32 RGB images with
+            labels 0–9. Nothing is returned then.
+        ConnectionError: if no `path` or `CIFAR10_PATH` is given and Keras
+            can neither download the dataset nor find it in its cache.
     """
     if path is None:
         path = os.environ.get("CIFAR10_PATH") or None
     if path is None:
-        return keras.datasets.cifar10.load_data()
+        return _download()
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(
@@ -57,6 +100,20 @@ def load_cifar10(path=None):
     x_train = np.concatenate([x for x, _ in train])
     y_train = np.concatenate([y for _, y in train])
     return (x_train, y_train), (x_test, y_test)
+
+
+def _download():
+    """Keras' loader (download, or its cache), with a one-line error when offline."""
+    try:
+        return keras.datasets.cifar10.load_data()
+    except Exception as error:  # Keras raises a bare Exception on a failed download
+        if "URL fetch failure" not in str(error):
+            raise
+        raise ConnectionError(
+            "No local CIFAR-10 copy was given (set CIFAR10_PATH or pass `path` "
+            "to cifar-10-python.tar.gz) and the download from "
+            f"{CIFAR10_URL} failed ({' '.join(str(error).split())})."
+        ) from None
 
 
 def _read_folder(path):
@@ -108,9 +165,15 @@ def _read_archive(path):
 def _decode(path, name, raw):
     """Turn one pickled batch into uint8 images (n, 32, 32, 3) and labels (n, 1)."""
     try:
-        batch = pickle.loads(raw, encoding="bytes")
+        batch = _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
         data = np.asarray(batch[b"data"])
         labels = np.asarray(batch[b"labels"])
+    except _RefusedGlobal as error:
+        raise ValueError(
+            f"CIFAR-10 batch {name!r} in {path!r} names the Python global "
+            f"{error}, which a CIFAR-10 batch never needs; refused without "
+            "calling it (a pickle can run code when it is read)."
+        ) from None
     except Exception as error:
         raise ValueError(
             f"CIFAR-10 batch {name!r} in {path!r} cannot be read ({error!r}); "

@@ -188,3 +188,113 @@ def test_evaluation_dataset_keeps_order_and_pixels():
 def test_make_dataset_refuses_bad_input(images, labels, batch_size, named):
     with pytest.raises(ValueError, match=named):
         make_dataset(images, labels, batch_size=batch_size)
+
+
+class _Call:
+    """Pickles as a call of `function(*args)`: what a malicious batch holds."""
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+def _write_batches(folder, poisoned_batch, payload):
+    """Write an extracted CIFAR-10 folder whose `poisoned_batch` unpickles `payload`."""
+    import pickle
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"labels": rng.integers(0, 10, 10).tolist(),
+                 b"data": rng.integers(0, 256, (10, 3072), dtype=np.uint8)}
+        if name == poisoned_batch:
+            batch[b"data"] = payload
+        (folder / name).write_bytes(pickle.dumps(batch))
+    return folder
+
+
+def _as_archive(folder, path):
+    with tarfile.open(path, "w:gz") as archive:
+        archive.add(folder, arcname="cifar-10-batches-py")
+    return path
+
+
+@pytest.mark.parametrize("form", ["archive", "folder"])
+def test_a_batch_that_would_run_code_is_refused_before_it_runs(tmp_path, form):
+    import pickle
+
+    marker = tmp_path / "marker"
+    folder = _write_batches(tmp_path / "cifar-10-batches-py", "data_batch_1",
+                            _Call(os.system, f"touch {marker}"))
+    path = folder if form == "folder" else _as_archive(folder, tmp_path / "c.tar.gz")
+    with pytest.raises(ValueError) as error:
+        load_cifar10(path)
+    message = str(error.value)
+    assert "data_batch_1" in message and str(path) in message
+    assert f"{os.system.__module__}.system" in message and "\n" not in message
+    assert not marker.exists()
+    pickle.loads((folder / "data_batch_1").read_bytes())  # what an ordinary loader does
+    assert marker.exists()  # the payload was live
+
+
+@pytest.mark.parametrize("function, args, name", [
+    (open, ("MARKER", "w"), "io.open"),
+    (eval, ("1 + 1",), "builtins.eval"),
+    (__import__("subprocess").Popen, (["true"],), "subprocess.Popen"),
+    (np.load, ("MARKER",), "numpy.load"),
+])
+def test_every_global_outside_numpys_array_rebuild_is_refused(tmp_path, monkeypatch,
+                                                              function, args, name):
+    monkeypatch.chdir(tmp_path)
+    folder = _write_batches(tmp_path / "cifar-10-batches-py", "test_batch",
+                            _Call(function, *args))
+    with pytest.raises(ValueError, match=f"'test_batch'.*{name.replace('.', '[.]')}"):
+        load_cifar10(folder)
+    assert not (tmp_path / "MARKER").exists()
+
+
+@pytest.mark.parametrize("protocol, core", [(3, "numpy.core"), (3, "numpy._core"),
+                                            (4, "numpy._core"), (5, "numpy._core")])
+def test_arrays_pickled_by_numpy_1_or_2_still_load(tmp_path, protocol, core):
+    """NumPy 1 (and the official files) name numpy.core, NumPy 2 numpy._core."""
+    import pickle
+
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    written = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        written[name] = {b"labels": rng.integers(0, 10, 4).tolist(),
+                         b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8)}
+        raw = pickle.dumps(written[name], protocol=protocol)
+        if protocol == 3:  # names stand as text lines: write NumPy 1's module names
+            raw = raw.replace(b"numpy._core.", f"{core}.".encode())
+        assert f"{core}.".encode() in raw
+        (folder / name).write_bytes(raw)
+    (x_train, y_train), (x_test, _) = load_cifar10(folder)
+    expected_x, expected_y = _expected(written, [f"data_batch_{i}" for i in range(1, 6)])
+    np.testing.assert_array_equal(x_train, expected_x)
+    np.testing.assert_array_equal(y_train, expected_y)
+    np.testing.assert_array_equal(x_test, _expected(written, ["test_batch"])[0])
+
+
+def test_offline_without_a_copy_says_how_to_give_one(tmp_path, monkeypatch):
+    from urllib.error import URLError
+
+    import keras.src.utils.file_utils as file_utils
+    from keras.src.backend import config
+
+    def no_network(*args, **kwargs):
+        raise URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.delenv("CIFAR10_PATH", raising=False)
+    monkeypatch.setattr(config, "keras_home", lambda: str(tmp_path))  # an empty cache
+    monkeypatch.setattr(file_utils, "urlretrieve", no_network)
+    with pytest.raises(ConnectionError) as error:
+        load_cifar10()
+    message = str(error.value)
+    assert "\n" not in message
+    assert "CIFAR10_PATH" in message and "cifar-10-python.tar.gz" in message
+    assert "Name or service not known" in message
