@@ -34,7 +34,7 @@ from keras import layers
 
 from convmixer_lib.data import load_cifar10, make_dataset
 from convmixer_lib.model import build_convmixer
-from convmixer_lib.training import environment
+from convmixer_lib.rundir import environment
 
 
 # --- The Keras example's code (Sayak Paul, 2021), unchanged but for parameters. ---

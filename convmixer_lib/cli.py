@@ -1,28 +1,15 @@
 """Command line: `python -m convmixer_lib train|evaluate`, so a full run needs no notebook."""
 
 import argparse
-import os
 import shlex
-import subprocess
 import sys
 
 import keras
 
 from .data import load_splits, make_dataset
 from .model import build_convmixer
-from .training import evaluate, load_run_model, run_experiment
-
-
-def _commit():
-    """The git commit of the library's checkout, or None outside a checkout."""
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=os.path.dirname(os.path.abspath(__file__)),
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
+from .rundir import load_run_model
+from .training import SCHEDULES, evaluate, run_experiment
 
 
 def _positive(text):
@@ -32,7 +19,7 @@ def _positive(text):
     return value
 
 
-def train(args):
+def train_command(args, argv):
     keras.utils.set_random_seed(args.seed)
     (x_train, y_train), val, test = load_splits(args.data)
     x_train, y_train = x_train[: args.train_size], y_train[: args.train_size]
@@ -52,14 +39,14 @@ def train(args):
         weight_decay=args.weight_decay,
         schedule=args.schedule,
         seed=args.seed,
-        details={
+        settings={
             "train_images": len(x_train),
             "validation_images": len(val[0]),
             "test_images": len(test[0]),
             "batch_size": args.batch_size,
-            "command": shlex.join(["python", "-m", "convmixer_lib", *args.argv]),
-            "commit": _commit(),
         },
+        details={"command": shlex.join(["python", "-m", "convmixer_lib", *argv])},
+        overwrite=args.overwrite,
         verbose="auto" if sys.stdout.isatty() else 2,  # one line per epoch in logs
     )
     print(
@@ -69,7 +56,7 @@ def train(args):
     )
 
 
-def evaluate_command(args):
+def evaluate_command(args, argv):
     model = load_run_model(args.run_dir, fused=True)  # same predictions as the plain layers
     _, _, (x_test, y_test) = load_splits(args.data)
     results = evaluate(model, x_test, y_test, args.batch_size)
@@ -78,27 +65,29 @@ def evaluate_command(args):
     print(f"Test accuracy: {100 * results['accuracy']:.2f}%")
 
 
-def main(argv=None):
+def _parser():
     parser = argparse.ArgumentParser(
         prog="python -m convmixer_lib",
         description="Train and evaluate ConvMixer on CIFAR-10.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    data_help = ("cifar-10-python.tar.gz or its extracted folder "
-                 "(default: $CIFAR10_PATH, else Keras' download)")
+    common = argparse.ArgumentParser(add_help=False)  # options of every command
+    common.add_argument("--run-dir", required=True, help="the run directory")
+    common.add_argument("--data", help="cifar-10-python.tar.gz or its extracted folder "
+                        "(default: $CIFAR10_PATH, else Keras' download)")
+    common.add_argument("--batch-size", type=_positive, default=128, help="default: 128")
 
-    t = commands.add_parser("train", help="train, keep the best epoch, test it",
-                            description="Train ConvMixer as the Keras example does. "
-                            "Rerun the same command to resume an interrupted run.")
-    t.add_argument("--run-dir", required=True, help="directory for checkpoints and records")
-    t.add_argument("--data", help=data_help)
+    t = commands.add_parser(
+        "train", parents=[common], help="train, keep the best epoch, test it",
+        description="Train ConvMixer as the Keras example does. Rerun the same "
+        "command to resume an interrupted run; a finished run is never overwritten "
+        "unless --overwrite is given.")
     t.add_argument("--epochs", type=_positive, default=10, help="default: 10")
     t.add_argument("--train-size", type=_positive, default=None,
                    help="use the first N of the 45,000 training images (default: all)")
-    t.add_argument("--batch-size", type=_positive, default=128, help="default: 128")
     t.add_argument("--learning-rate", type=float, default=1e-3, help="AdamW, default: 1e-3")
     t.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW, default: 1e-4")
-    t.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+    t.add_argument("--schedule", choices=SCHEDULES, default="constant",
                    help="learning rate: constant as in the example, or cosine decay "
                    "to 0 over the run (default: constant)")
     t.add_argument("--seed", type=int, default=42, help="default: 42")
@@ -108,21 +97,25 @@ def main(argv=None):
     t.add_argument("--patch-size", type=_positive, default=2, help="default: 2")
     t.add_argument("--fused", action=argparse.BooleanOptionalAction, default=True,
                    help="train with GELU and BatchNorm fused into one layer: the same "
-                   "model, 2-4x faster to train on a CPU (default: --fused)")
-    t.set_defaults(run=train)
+                   "model, faster to train on a CPU (default: --fused)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="discard the weights and records already in --run-dir, finished "
+                   "or not, and train anew")
+    t.set_defaults(run=train_command)
 
-    e = commands.add_parser("evaluate", help="evaluate a run's best weights on the test set",
-                            description="Evaluate the best weights of a run directory "
-                            "on the 10,000 CIFAR-10 test images.")
-    e.add_argument("--run-dir", required=True, help="a directory written by `train`")
-    e.add_argument("--data", help=data_help)
-    e.add_argument("--batch-size", type=_positive, default=128, help="default: 128")
+    e = commands.add_parser(
+        "evaluate", parents=[common], help="evaluate a run's best weights on the test set",
+        description="Evaluate the best weights of a run directory on the 10,000 "
+        "CIFAR-10 test images.")
     e.set_defaults(run=evaluate_command)
+    return parser
 
+
+def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser()
     args = parser.parse_args(argv)
-    args.argv = argv
     try:
-        args.run(args)
-    except (ValueError, OSError) as error:  # FileNotFoundError, ConnectionError
+        args.run(args, argv)
+    except (ValueError, OSError) as error:  # FileNotFoundError, ConnectionError, a held lock
         parser.exit(2, f"error: {error}\n")

@@ -1,109 +1,26 @@
-"""The example's `run_experiment`, writing everything into one run directory.
+"""Training as the example does (`run_experiment`) and evaluation (`evaluate`).
 
-A run directory holds:
-    config.json        the model's hyperparameters, to rebuild it (`load_run_model`)
-    best.weights.h5    the weights of the epoch with the best validation accuracy
-    history.json       one record per finished epoch: losses, accuracies, seconds
-    metrics.json       test results of the best weights and how they were obtained
-    backup/            Keras' BackupAndRestore state while a run is unfinished
+Everything a run writes goes into a run directory; `rundir.py` keeps it whole.
 """
 
-import json
-import math
 import os
-import platform
-import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from .model import build_convmixer, convmixer_config
+from .model import convmixer_config
+from .rundir import (
+    BACKUP,
+    BEST_WEIGHTS,
+    METRICS,
+    RunLog,
+    load_plain_weights,
+    segments,
+    training_run,
+    write_json,
+)
 
-BEST_WEIGHTS = "best.weights.h5"
-
-
-def _write_json(path, obj):
-    """Write JSON atomically: a reader never sees a half-written file."""
-    partial = f"{path}.partial"
-    with open(partial, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(partial, path)
-
-
-def read_json(path):
-    """Read one JSON file of a run directory."""
-    with open(path) as f:
-        return json.load(f)
-
-
-def _plain_copy(model):
-    """An uncompiled ConvMixer of plain Keras layers shaped like `model`."""
-    return build_convmixer(**convmixer_config(model))
-
-
-def _save_model_weights(model, path):
-    """Save the model's weights atomically, without optimizer state.
-
-    The file always holds the plain-layer model (`fused=False`), whichever
-    version `model` is, so `load_run_model` and the notebooks can read it.
-    """
-    copy = _plain_copy(model)
-    copy.set_weights(model.get_weights())  # same weights in the same order
-    partial = os.path.join(os.path.dirname(path), "partial.weights.h5")
-    copy.save_weights(partial)
-    os.replace(partial, path)
-
-
-def _load_model_weights(model, path):
-    """Load weights saved by `_save_model_weights` into `model`, fused or not."""
-    copy = _plain_copy(model)
-    copy.load_weights(path)
-    model.set_weights(copy.get_weights())
-
-
-class RunLog(keras.callbacks.Callback):
-    """Record every finished epoch and keep the weights with the best `val_accuracy`.
-
-    Unlike `keras.callbacks.ModelCheckpoint`, it remembers the best score across
-    an interrupted and resumed run (it rereads `history.json`), and it replaces
-    `best.weights.h5` atomically. Place it before `BackupAndRestore`.
-    """
-
-    def __init__(self, run_dir):
-        super().__init__()
-        self.run_dir = run_dir
-        self.history_path = os.path.join(run_dir, "history.json")
-        self.history = (
-            read_json(self.history_path) if os.path.exists(self.history_path) else []
-        )
-        self._resumed_at = None
-
-    def best_val_accuracy(self):
-        return max((h["val_accuracy"] for h in self.history), default=-math.inf)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self._resumed_at is None:
-            # `epoch` is where BackupAndRestore resumes: forget later records.
-            self._resumed_at = epoch
-            kept, dropped = self.history[:epoch], self.history[epoch:]
-            self.history = kept
-            if dropped and max(h["val_accuracy"] for h in dropped) > self.best_val_accuracy():
-                self._best = -math.inf  # best.weights.h5 came from a dropped epoch
-            else:
-                self._best = self.best_val_accuracy()
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        seconds = time.perf_counter() - self._start
-        record = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
-        record["seconds"] = round(seconds, 2)
-        if record["val_accuracy"] > self._best:
-            self._best = record["val_accuracy"]
-            _save_model_weights(self.model, os.path.join(self.run_dir, BEST_WEIGHTS))
-        self.history.append(record)
-        _write_json(self.history_path, self.history)
+SCHEDULES = ("constant", "cosine")
 
 
 def evaluate(model, images, labels, batch_size=128):
@@ -157,29 +74,45 @@ def most_confident_mistakes(labels, predictions, confidences, count=16):
     return wrong[np.argsort(-confidences[wrong], kind="stable")][:count]
 
 
-def _processor_name():
-    """The CPU's model name (Linux: from /proc/cpuinfo), else the architecture."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def learning_rate_schedule(learning_rate, schedule, total_steps):
+    """The learning rate of `run_experiment`: a float or a Keras schedule.
+
+    Args:
+        learning_rate: the initial (for "constant": the only) learning rate.
+        schedule: "constant", or "cosine": decay to 0 along a half cosine over
+            `total_steps` optimizer steps (half the initial rate at the midpoint).
+        total_steps: the run's optimizer steps, epochs × batches per epoch.
+    """
+    if schedule == "constant":
+        return learning_rate
+    if schedule == "cosine":
+        if total_steps < 1:
+            raise ValueError(
+                "`schedule='cosine'` needs a training dataset of known, finite "
+                f"length, got {total_steps} steps."
+            )
+        return keras.optimizers.schedules.CosineDecay(learning_rate, total_steps)
+    raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {schedule!r}.")
 
 
-def environment():
-    """Library versions and hardware, as recorded in `metrics.json`."""
+def _test_record(model, test_data, history, run_dir, settings, details):
+    """metrics.json: the best epoch's test results and how they were obtained."""
+    test_images, test_labels = test_data
+    results = evaluate(model, test_images, test_labels)
+    best = max(history, key=lambda h: h["val_accuracy"])
     return {
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "platform": platform.platform(),
-        "processor": _processor_name(),
-        "cpu_count": os.cpu_count(),
-        "gpus": [gpu.name for gpu in tf.config.list_physical_devices("GPU")],
+        "test_loss": results["loss"],
+        "test_accuracy": results["accuracy"],
+        "per_class_accuracy": results["per_class_accuracy"],
+        "confusion_matrix": results["confusion_matrix"],
+        "epochs": len(history),
+        "best_epoch": best["epoch"],
+        "best_val_accuracy": best["val_accuracy"],
+        "seconds_per_epoch": [h["seconds"] for h in history],
+        **settings,
+        "environment": segments(run_dir, history)[-1]["environment"],
+        "segments": segments(run_dir, history),
+        **(details or {}),
     }
 
 
@@ -194,7 +127,9 @@ def run_experiment(
     weight_decay=1e-4,
     schedule="constant",
     seed=None,
+    settings=None,
     details=None,
+    overwrite=False,
     callbacks=(),
     verbose="auto",
 ):
@@ -203,8 +138,8 @@ def run_experiment(
     Compiles `model` with AdamW and sparse categorical cross-entropy, fits it
     for `epochs` epochs on `train_dataset`, validating on `val_dataset` after
     each, restores the weights of the epoch with the best validation accuracy
-    and evaluates them on `test_data`. If `run_dir` holds an unfinished run of
-    the same model, training resumes after its last finished epoch.
+    and evaluates them on `test_data`. If `run_dir` holds an unfinished run
+    with the same settings, training resumes after its last finished epoch.
 
     Args:
         model: an uncompiled model, e.g. from `build_convmixer`.
@@ -216,91 +151,58 @@ def run_experiment(
         schedule: "constant" keeps `learning_rate` throughout, as the example
             does; "cosine" decays it to 0 along a half cosine over all
             `epochs × len(train_dataset)` steps, so the last epochs settle.
-        seed: recorded in `metrics.json`; seed before building the model with
+        seed: recorded; seed before building the model with
             `keras.utils.set_random_seed(seed)`.
-        details: more facts for `metrics.json` (e.g. the number of training
-            images, the batch size, the command).
+        settings: more settings that shape the result (e.g. the number of
+            training images, the batch size): recorded in `metrics.json` and,
+            with the model and the arguments above, compared when resuming.
+        details: facts recorded without comparison (e.g. the command).
+        overwrite: discard what `run_dir` holds, finished or not, instead of
+            refusing a finished run or resuming an unfinished one.
         callbacks: more Keras callbacks for `fit`.
         verbose: Keras' progress output for `fit` (bars by default).
 
     Returns:
         `(history, metrics)`: the list of per-epoch records (`history.json`) and
         the dict written to `metrics.json`.
+
+    Raises:
+        ValueError: if `run_dir` holds a finished run (without `overwrite`) or
+            an unfinished one with other settings; nothing is written then.
+        BlockingIOError: if another process is training `run_dir`.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"`epochs` must be a positive integer, got {epochs!r}.")
-    if schedule == "constant":
-        rate = learning_rate
-    elif schedule == "cosine":
-        steps = int(train_dataset.cardinality())
-        if steps < 1:
-            raise ValueError(
-                "`schedule='cosine'` needs a training dataset of known, finite "
-                f"length, got cardinality {steps}."
-            )
-        rate = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps)
-    else:
-        raise ValueError(f"`schedule` must be 'constant' or 'cosine', got {schedule!r}.")
-    os.makedirs(run_dir, exist_ok=True)
-    _write_json(os.path.join(run_dir, "config.json"), convmixer_config(model))
-    model.compile(
-        optimizer=keras.optimizers.AdamW(
-            learning_rate=rate, weight_decay=weight_decay
-        ),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    log = RunLog(run_dir)
-    backup = keras.callbacks.BackupAndRestore(
-        os.path.join(run_dir, "backup"), double_checkpoint=True
-    )
-    model.fit(
-        train_dataset,
-        validation_data=val_dataset,
-        epochs=epochs,
-        callbacks=[*callbacks, log, backup],
-        shuffle=False,  # the training dataset shuffles itself
-        verbose=verbose,
-    )
-    history = log.history
-    _load_model_weights(model, os.path.join(run_dir, BEST_WEIGHTS))
-    test_images, test_labels = test_data
-    results = evaluate(model, test_images, test_labels)
-    best = max(history, key=lambda h: h["val_accuracy"])
-    metrics = {
-        "test_loss": results["loss"],
-        "test_accuracy": results["accuracy"],
-        "per_class_accuracy": results["per_class_accuracy"],
-        "confusion_matrix": results["confusion_matrix"],
-        "epochs": len(history),
-        "best_epoch": best["epoch"],
-        "best_val_accuracy": best["val_accuracy"],
-        "seconds_per_epoch": [h["seconds"] for h in history],
+    steps = int(train_dataset.cardinality()) if schedule == "cosine" else 0
+    rate = learning_rate_schedule(learning_rate, schedule, epochs * steps)
+    settings = {
         "model": convmixer_config(model),
+        "epochs": epochs,
         "learning_rate": learning_rate,
         "schedule": schedule,
         "weight_decay": weight_decay,
         "seed": seed,
-        "environment": environment(),
-        **(details or {}),
+        **(settings or {}),
     }
-    _write_json(os.path.join(run_dir, "metrics.json"), metrics)
-    return history, metrics
-
-
-def load_run_model(run_dir, fused=False):
-    """Rebuild the model of a run directory and load its best weights.
-
-    With `fused=True` the model computes GELU + BatchNorm in one layer (see
-    `build_convmixer`): the same predictions, faster on a CPU.
-    """
-    weights = os.path.join(run_dir, BEST_WEIGHTS)
-    for path in (os.path.join(run_dir, "config.json"), weights):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"{path!r} not found: expected a run directory written by "
-                "`run_experiment` or `python -m convmixer_lib train`."
-            )
-    model = build_convmixer(**read_json(os.path.join(run_dir, "config.json")), fused=fused)
-    _load_model_weights(model, weights)
-    return model
+    with training_run(run_dir, model, settings, details, overwrite) as segment:
+        model.compile(
+            optimizer=keras.optimizers.AdamW(learning_rate=rate, weight_decay=weight_decay),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        log = RunLog(run_dir, segment)
+        backup = keras.callbacks.BackupAndRestore(
+            os.path.join(run_dir, BACKUP), double_checkpoint=True
+        )
+        model.fit(
+            train_dataset,
+            validation_data=val_dataset,
+            epochs=epochs,
+            callbacks=[*callbacks, log, backup],
+            shuffle=False,  # the training dataset shuffles itself
+            verbose=verbose,
+        )
+        load_plain_weights(model, os.path.join(run_dir, BEST_WEIGHTS))
+        metrics = _test_record(model, test_data, log.history, run_dir, settings, details)
+        write_json(os.path.join(run_dir, METRICS), metrics)
+    return log.history, metrics

@@ -73,3 +73,44 @@ def pytest_collection_modifyitems(config, items):
                 source = f.read()
             if "CIFAR10_PATH" in source or "RUN_DIR" in source:
                 item.add_marker(skip)
+
+
+TINY = {"filters": 16, "depth": 1, "kernel_size": 3, "patch_size": 4}
+
+
+def easy_data(count, seed):
+    """Images whose class is their mean colour: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, count)
+    images = rng.integers(0, 40, (count, 32, 32, 3)) + (labels * 20)[:, None, None, None]
+    return images.astype(np.uint8), labels.reshape(-1, 1).astype(np.uint8)
+
+
+def train_tiny(run_dir, epochs, callbacks=(), model=TINY, **options):
+    """Train a tiny ConvMixer on 512 easy images (batches of 64) into `run_dir`.
+
+    `options` go to `run_experiment` (learning_rate 3e-3 and seed 0 unless given).
+    Returns `(model, history, metrics)`."""
+    import keras
+
+    from convmixer_lib.data import make_dataset
+    from convmixer_lib.model import build_convmixer
+    from convmixer_lib.training import run_experiment
+
+    keras.utils.set_random_seed(0)
+    x, y = easy_data(512, 0)
+    x_val, y_val = easy_data(128, 1)
+    built = build_convmixer(**model)
+    options = {"learning_rate": 3e-3, "seed": 0, "settings": {"train_images": 512},
+               "verbose": 0, **options}
+    history, metrics = run_experiment(
+        built,
+        make_dataset(x, y, batch_size=64, training=True, seed=0),
+        make_dataset(x_val, y_val, batch_size=64),
+        easy_data(128, 2),
+        run_dir,
+        epochs=epochs,
+        callbacks=callbacks,
+        **options,
+    )
+    return built, history, metrics

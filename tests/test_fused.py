@@ -12,7 +12,7 @@ import tensorflow as tf
 from convmixer_lib import fused
 from convmixer_lib.fused import GeluBatchNorm
 from convmixer_lib.model import build_convmixer
-from convmixer_lib.training import _load_model_weights, _save_model_weights
+from convmixer_lib.rundir import load_plain_weights, save_plain_weights
 
 
 def _random_statistics(model, rng):
@@ -58,7 +58,7 @@ def test_plain_model_loads_fused_weights_and_predicts_the_same(tmp_path):
     for _ in range(2):
         fast.train_on_batch(images[:32], labels[:32])
     path = str(tmp_path / "best.weights.h5")
-    _save_model_weights(fast, path)
+    save_plain_weights(fast, path)
 
     plain = build_convmixer()
     plain.load_weights(path)
@@ -66,7 +66,7 @@ def test_plain_model_loads_fused_weights_and_predicts_the_same(tmp_path):
     assert difference.max() <= 1e-4
 
     again = build_convmixer(fused=True)
-    _load_model_weights(again, path)
+    load_plain_weights(again, path)
     np.testing.assert_array_equal(again.predict(images, verbose=0), fast.predict(images, verbose=0))
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from convmixer_lib.model import build_convmixer
-from convmixer_lib.training import evaluate, load_run_model, read_json
+from convmixer_lib.rundir import load_run_model, read_json
+from convmixer_lib.training import evaluate
 
 RESULTS = pathlib.Path(__file__).resolve().parent.parent / "results"
 RECORD = RESULTS / "convmixer-256-8"

@@ -4,52 +4,16 @@ import keras
 import numpy as np
 import pytest
 
-from convmixer_lib.data import make_dataset
+from conftest import TINY, easy_data, train_tiny
 from convmixer_lib.model import build_convmixer
-from convmixer_lib.training import (
-    evaluate,
-    load_run_model,
-    most_confident_mistakes,
-    run_experiment,
-)
-
-TINY = {"filters": 16, "depth": 1, "kernel_size": 3, "patch_size": 4}
-
-
-def _easy_data(count, seed):
-    """Images whose class is their mean colour: learnable in a few steps."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, count)
-    images = rng.integers(0, 40, (count, 32, 32, 3)) + (labels * 20)[:, None, None, None]
-    return images.astype(np.uint8), labels.reshape(-1, 1).astype(np.uint8)
-
-
-def _run(run_dir, epochs, callbacks=(), schedule="constant"):
-    keras.utils.set_random_seed(0)
-    x, y = _easy_data(512, 0)
-    x_val, y_val = _easy_data(128, 1)
-    model = build_convmixer(**TINY)
-    history, metrics = run_experiment(
-        model,
-        make_dataset(x, y, batch_size=64, training=True, seed=0),
-        make_dataset(x_val, y_val, batch_size=64),
-        _easy_data(128, 2),
-        run_dir,
-        epochs=epochs,
-        learning_rate=3e-3,
-        schedule=schedule,
-        seed=0,
-        details={"train_images": 512},
-        callbacks=callbacks,
-        verbose=0,
-    )
-    return model, history, metrics
+from convmixer_lib.rundir import load_run_model
+from convmixer_lib.training import evaluate, most_confident_mistakes, run_experiment
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
-    return (run_dir, *_run(run_dir, epochs=4))
+    return (run_dir, *train_tiny(run_dir, epochs=4))
 
 
 def test_training_lowers_the_loss(finished_run):
@@ -75,7 +39,7 @@ def test_run_directory_records_agree(finished_run):
 
 def test_reloaded_checkpoint_gives_the_same_predictions(finished_run):
     run_dir, model, _, metrics = finished_run
-    x, y = _easy_data(128, 2)
+    x, y = easy_data(128, 2)
     reloaded = load_run_model(run_dir)
     np.testing.assert_allclose(
         reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
@@ -89,7 +53,7 @@ def test_reloaded_checkpoint_gives_the_same_predictions(finished_run):
 
 def test_reloaded_checkpoint_is_the_best_epoch(finished_run):
     run_dir, _, history, metrics = finished_run
-    x_val, y_val = _easy_data(128, 1)
+    x_val, y_val = easy_data(128, 1)
     best = max(h["val_accuracy"] for h in history)
     assert evaluate(load_run_model(run_dir), x_val, y_val)["accuracy"] == pytest.approx(best)
 
@@ -102,19 +66,20 @@ class _Interrupt(keras.callbacks.Callback):
 
 def test_interrupted_run_resumes_after_its_last_finished_epoch(tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        _run(tmp_path, epochs=4, callbacks=[_Interrupt()])
+        train_tiny(tmp_path, epochs=4, callbacks=[_Interrupt()])
     partial = json.loads((tmp_path / "history.json").read_text())
     assert [h["epoch"] for h in partial] == [1, 2]
     assert (tmp_path / "backup").is_dir()
-    _, history, metrics = _run(tmp_path, epochs=4)
+    _, history, metrics = train_tiny(tmp_path, epochs=4)
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     assert history[:2] == partial
     assert metrics["epochs"] == 4
+    assert [s["epochs"] for s in metrics["segments"]] == [[1, 2], [3, 4]]
 
 
 def test_evaluate_counts_every_image():
     model = build_convmixer(**TINY)
-    x, y = _easy_data(50, 3)
+    x, y = easy_data(50, 3)
     results = evaluate(model, x, y, batch_size=16)
     assert np.array(results["confusion_matrix"]).sum() == 50
     assert len(results["per_class_accuracy"]) == 10
@@ -131,7 +96,7 @@ def test_missing_run_directory_is_named(tmp_path):
 
 
 def test_cosine_schedule_decays_the_learning_rate_to_zero(tmp_path):
-    model, _, metrics = _run(tmp_path, epochs=2, schedule="cosine")
+    model, _, metrics = train_tiny(tmp_path, epochs=2, schedule="cosine")
     assert metrics["schedule"] == "cosine"
     assert int(model.optimizer.iterations) == 2 * 8  # 512 images in batches of 64
     assert float(model.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)
