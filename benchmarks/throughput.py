@@ -1,30 +1,37 @@
 """Training and inference throughput: the Keras example's code against the library's.
 
-Both paths train ConvMixer with AdamW on the same images in one process:
+Both paths train ConvMixer with AdamW on the same images:
 
     example   the Keras example's code as it is written: plain Keras layers
               (`activation_block` = Activation("gelu") + BatchNormalization),
               its tf.data pipeline (shuffle, batch, RandomCrop + RandomFlip)
               and `model.fit`.
-    library   `build_convmixer(fused=True)` (GELU and BatchNorm in one layer,
-              see convmixer_lib/fused.py), `make_dataset` and `model.fit`.
+    library   `build_convmixer(fused=True)` (see convmixer_lib/fused.py),
+              `make_dataset` and `model.fit`.
 
-For each path it warms up (graph tracing), then times `fit` over `--steps`
-batches, `predict` over the same images, and the input pipeline alone, and
-records the peak resident memory of the process while that path runs. It
-prints a table and, last, `training speedup: N.NN×` (library ÷ example).
+Each measurement runs in a process of its own, and the two paths alternate
+(example, library, example, library, ...) for `--pairs` pairs. A process warms
+up (graph tracing), then times `fit` over `--steps` batches, `predict` over the
+same images and the input pipeline alone, and reports its peak resident memory.
+The table gives each figure's median and range over the pairs, then the ratio
+of every pair, and last `training speedup: N.NN× (median of K pairs, range A–B)`.
+It warns when other processes used the CPU while it measured.
 
-    python benchmarks/throughput.py                      # ConvMixer-256/8, 10 steps
-    python benchmarks/throughput.py --steps 1 --filters 32 --depth 1   # quick check
+    python benchmarks/throughput.py                      # ConvMixer-256/8, 3 pairs
+    python benchmarks/throughput.py --pairs 1 --steps 1 --filters 32 --depth 1   # quick check
 
 Images come from CIFAR-10's training set when `--data` or `$CIFAR10_PATH`
 points to it, else random pixels (the speed does not depend on the pixels).
 """
 
 import argparse
-import gc
+import datetime
+import json
 import os
-import threading
+import resource
+import statistics
+import subprocess
+import sys
 import time
 
 import keras
@@ -33,6 +40,7 @@ import tensorflow as tf
 from keras import layers
 
 from convmixer_lib.data import load_cifar10, make_dataset
+from convmixer_lib.machine import vector_extensions
 from convmixer_lib.model import build_convmixer
 from convmixer_lib.rundir import environment
 
@@ -88,111 +96,162 @@ def get_conv_mixer(image_size=32, filters=256, depth=8, kernel_size=5, patch_siz
     return keras.Model(inputs, outputs)
 
 
-# --- Measurement. ---
+# --- One measurement, in a process of its own. ---
 
-class PeakMemory:
-    """Peak resident memory (MiB) of this process while the `with` block runs."""
-
-    def __enter__(self):
-        self.peak = self._rss()
-        self._running = True
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._running = False
-        self._thread.join()
-
-    def _sample(self):
-        while self._running:
-            self.peak = max(self.peak, self._rss())
-            time.sleep(0.02)
-
-    @staticmethod
-    def _rss():
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def measure(model, dataset, images, args):
-    """Images/s of training (fit), inference (predict) and the input pipeline alone."""
+def measure(path_name, args):
+    """Images/s of training (fit), inference (predict) and the input pipeline
+    alone, and the process's peak resident memory (MiB), for one path."""
+    count = (args.steps + args.warmup_steps) * args.batch_size
+    data = args.data or os.environ.get("CIFAR10_PATH")
+    if data:
+        (images, labels), _ = load_cifar10(data)
+        images, labels = images[:count], labels[:count]
+    else:
+        rng = np.random.default_rng(0)
+        images = rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
+        labels = rng.integers(0, 10, (count, 1), dtype=np.uint8)
+    if len(images) < count:
+        raise SystemExit(f"need {count} images for these steps, the data has {len(images)}")
+    keras.utils.set_random_seed(0)
+    if path_name == "example":
+        model = get_conv_mixer(filters=args.filters, depth=args.depth)
+        dataset = example_make_dataset(images, labels, args.batch_size)
+    else:
+        model = build_convmixer(filters=args.filters, depth=args.depth, fused=True)
+        dataset = make_dataset(images, labels, args.batch_size, training=True, seed=0)
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=1e-3, weight_decay=1e-4),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    with PeakMemory() as memory:
-        model.fit(dataset.take(args.warmup_steps), epochs=1, shuffle=False, verbose=0)
-        start = time.perf_counter()
-        model.fit(dataset.take(args.steps), epochs=1, shuffle=False, verbose=0)
-        train = args.steps * args.batch_size / (time.perf_counter() - start)
+    model.fit(dataset.take(args.warmup_steps), epochs=1, shuffle=False, verbose=0)
+    start = time.perf_counter()
+    model.fit(dataset.take(args.steps), epochs=1, shuffle=False, verbose=0)
+    train = args.steps * args.batch_size / (time.perf_counter() - start)
 
-        model.predict(images[: args.batch_size], batch_size=args.batch_size, verbose=0)
-        start = time.perf_counter()
-        model.predict(images, batch_size=args.batch_size, verbose=0)
-        infer = len(images) / (time.perf_counter() - start)
+    model.predict(images[: args.batch_size], batch_size=args.batch_size, verbose=0)
+    start = time.perf_counter()
+    model.predict(images, batch_size=args.batch_size, verbose=0)
+    infer = len(images) / (time.perf_counter() - start)
 
     start = time.perf_counter()
     batches = sum(1 for _ in dataset.take(args.steps))
     pipeline = batches * args.batch_size / (time.perf_counter() - start)
-    return {"train": train, "infer": infer, "pipeline": pipeline, "memory": memory.peak}
+    memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {"train": train, "infer": infer, "pipeline": pipeline, "memory": memory}
+
+
+# --- The driver: alternate the paths, each in a new process, and watch the CPU. ---
+
+def _cpu_seconds_by_process():
+    """CPU seconds (user + system) used so far by every process: {pid: (name, s)}."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    usage = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue  # the process ended meanwhile
+            name = stat[stat.index("(") + 1: stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2:].split()
+            usage[int(pid)] = (name, (int(fields[11]) + int(fields[12])) / ticks)
+    return usage
+
+
+def run_one(path_name, args):
+    """Measure one path in a new process; also return the CPU seconds that other
+    processes used meanwhile, by process name."""
+    command = [sys.executable, os.path.abspath(__file__), "--measure", path_name,
+               *sys.argv[1:]]
+    before = _cpu_seconds_by_process()
+    start = time.monotonic()
+    child = subprocess.run(command, capture_output=True, text=True)
+    wall = time.monotonic() - start
+    after = _cpu_seconds_by_process()
+    if child.returncode:
+        raise SystemExit(f"the {path_name} measurement failed:\n{child.stderr[-3000:]}")
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    others = {}
+    for pid, (name, seconds) in after.items():
+        if pid != os.getpid():
+            used = seconds - before.get(pid, (name, 0.0))[1]
+            if used > 0:
+                others[name] = others.get(name, 0.0) + used
+    return result, others, wall
+
+
+def _median_range(values, fmt):
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+def drive(args):
+    env = environment()
+    with open("/proc/loadavg") as f:
+        load = float(f.read().split()[0])
+    source = "CIFAR-10 training images" if (args.data or os.environ.get("CIFAR10_PATH")) \
+        else "random pixels (no CIFAR-10 given)"
+    print(f"ConvMixer-{args.filters}/{args.depth}, batch {args.batch_size}, "
+          f"{args.warmup_steps} warm-up + {args.steps} timed steps per process, "
+          f"{args.pairs} pair{'s' * (args.pairs > 1)}, images: {source}")
+    print(f"Machine: {env['processor']} ({vector_extensions()}), {env['cpu_count']} CPUs; "
+          f"TensorFlow "
+          f"{env['tensorflow']}, Keras {env['keras']}; {datetime.date.today()}")
+    warnings = []
+    if load > 0.5:
+        warnings.append(f"load average {load:.2f} before the first measurement: "
+                        "something else was running")
+    results = {"example": [], "library": []}
+    for _ in range(args.pairs):
+        for path_name in ("example", "library"):
+            result, others, wall = run_one(path_name, args)
+            results[path_name].append(result)
+            busy = {name: s for name, s in others.items() if s > 0.02 * wall}
+            if sum(others.values()) > 0.05 * wall:
+                names = ", ".join(f"{n} {s:.0f} s" for n, s in sorted(
+                    busy.items(), key=lambda item: -item[1])) or "many small ones"
+                warnings.append(f"other processes used {sum(others.values()):.0f} CPU s "
+                                f"during a {wall:.0f} s {path_name} measurement ({names})")
+
+    rows = [("training images/s", "train", "{:.1f}"), ("inference images/s", "infer", "{:.1f}"),
+            ("input pipeline images/s", "pipeline", "{:.0f}"),
+            ("peak memory MiB", "memory", "{:.0f}")]
+    print(f"{'median (min–max)':26}{'example':>24}{'library':>24}{'ratio':>24}")
+    ratios = {}
+    for label, key, fmt in rows:
+        example = [r[key] for r in results["example"]]
+        library = [r[key] for r in results["library"]]
+        ratios[key] = [b / a for a, b in zip(example, library)]
+        print(f"{label:26}{_median_range(example, fmt):>24}{_median_range(library, fmt):>24}"
+              f"{_median_range(ratios[key], '{:.2f}×'):>24}")
+    for i, (train, infer) in enumerate(zip(ratios["train"], ratios["infer"]), start=1):
+        print(f"pair {i}: training {train:.2f}×, inference {infer:.2f}×")
+    for warning in warnings:
+        print(f"warning: {warning}; the figures may be low or uneven")
+    print(f"training speedup: {statistics.median(ratios['train']):.2f}× (median of "
+          f"{args.pairs} pair{'s' * (args.pairs > 1)}, range {min(ratios['train']):.2f}–"
+          f"{max(ratios['train']):.2f})")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=10, help="timed training steps (default 10)")
+    parser.add_argument("--pairs", type=int, default=3, help="example/library pairs (default 3)")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps (default 20)")
     parser.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first (default 2)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--filters", type=int, default=256)
     parser.add_argument("--depth", type=int, default=8)
     parser.add_argument("--data", help="CIFAR-10 archive or folder (default: $CIFAR10_PATH)")
+    parser.add_argument("--measure", choices=["example", "library"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    for name in ("steps", "warmup_steps", "batch_size", "filters", "depth"):
+    for name in ("pairs", "steps", "warmup_steps", "batch_size", "filters", "depth"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-
-    count = (args.steps + args.warmup_steps) * args.batch_size
-    path = args.data or os.environ.get("CIFAR10_PATH")
-    if path:
-        (images, labels), _ = load_cifar10(path)
-        images, labels, source = images[:count], labels[:count], f"CIFAR-10 from {path}"
+    if args.measure:
+        print(json.dumps(measure(args.measure, args)))
     else:
-        rng = np.random.default_rng(0)
-        images = rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
-        labels = rng.integers(0, 10, (count, 1), dtype=np.uint8)
-        source = "random pixels (no CIFAR-10 given)"
-    if len(images) < count:
-        parser.error(f"need {count} images for these steps, the data has {len(images)}")
-
-    print(f"ConvMixer-{args.filters}/{args.depth}, batch {args.batch_size}, "
-          f"{args.warmup_steps} warm-up + {args.steps} timed steps, images: {source}")
-    env = environment()
-    print(f"Machine: {env['processor']}, {env['cpu_count']} CPUs; "
-          f"TensorFlow {env['tensorflow']}, Keras {env['keras']}")
-
-    results = {}
-    for path_name in ("example", "library"):
-        keras.utils.set_random_seed(0)
-        if path_name == "example":
-            model = get_conv_mixer(filters=args.filters, depth=args.depth)
-            dataset = example_make_dataset(images, labels, args.batch_size)
-        else:
-            model = build_convmixer(filters=args.filters, depth=args.depth, fused=True)
-            dataset = make_dataset(images, labels, args.batch_size, training=True, seed=0)
-        results[path_name] = measure(model, dataset, images, args)
-        del model, dataset
-        keras.backend.clear_session()
-        gc.collect()
-
-    rows = [("training images/s", "train", "{:.1f}"), ("inference images/s", "infer", "{:.1f}"),
-            ("input pipeline images/s", "pipeline", "{:.0f}"), ("peak memory MiB", "memory", "{:.0f}")]
-    print(f"{'':26}{'example':>10}{'library':>10}{'ratio':>8}")
-    for label, key, fmt in rows:
-        a, b = results["example"][key], results["library"][key]
-        print(f"{label:26}{fmt.format(a):>10}{fmt.format(b):>10}{b / a:>7.2f}×")
-    speedup = results["library"]["train"] / results["example"]["train"]
-    print(f"training speedup: {speedup:.2f}×")
+        drive(args)
 
 
 if __name__ == "__main__":

@@ -27,20 +27,12 @@ import warnings
 import keras
 import tensorflow as tf
 
+from .machine import cpu_flags
+
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gelu_batchnorm.cc")
 _lock = threading.Lock()
 _op_library = None
 _op_error = None
-
-
-def _cpu_flags():
-    """The CPU's feature flags (Linux), so a library built with -march=native
-    is never reused on a CPU that lacks them."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return platform.machine()
 
 
 def _compile_op():
@@ -54,8 +46,8 @@ def _compile_op():
     compiler = os.environ.get("CXX", "g++")
     # TensorFlow's bundled Eigen does not compile its AVX512-FP16 code (Intel
     # Sapphire Rapids and later); the op computes in float32 and needs none of it.
-    cpu_flags = _cpu_flags()
-    no_fp16 = ["-mno-avx512fp16"] if "avx512_fp16" in cpu_flags.split() else []
+    flags_of_cpu = cpu_flags()
+    no_fp16 = ["-mno-avx512fp16"] if "avx512_fp16" in flags_of_cpu else []
     command = [compiler, "-shared", "-fPIC", "-O3", "-march=native", *no_fp16, "-w",
                _SOURCE, *flags]
     compiler_version = subprocess.run(
@@ -65,7 +57,7 @@ def _compile_op():
     with open(_SOURCE, "rb") as f:
         key.update(f.read())
     for part in (" ".join(command), compiler_version, tf.__version__,
-                 tf.version.GIT_VERSION, cpu_flags):
+                 tf.version.GIT_VERSION, " ".join(sorted(flags_of_cpu)) or platform.machine()):
         key.update(part.encode())
     cache = os.environ.get(
         "CONVMIXER_OP_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "convmixer_lib")

@@ -30,6 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .machine import processor_name, vector_extensions
 from .model import build_convmixer, convmixer_config
 
 CONFIG = "config.json"
@@ -331,18 +332,6 @@ def load_run_model(run_dir, fused=False):
     return model
 
 
-def _processor_name():
-    """The CPU's model name (Linux: from /proc/cpuinfo), else the architecture."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _commit():
     """The git commit of the library's checkout, or None outside a checkout."""
     try:
@@ -363,7 +352,8 @@ def environment():
         "keras": keras.__version__,
         "numpy": np.__version__,
         "platform": platform.platform(),
-        "processor": _processor_name(),
+        "processor": processor_name(),
+        "vector_extensions": vector_extensions(),
         "cpu_count": os.cpu_count(),
         "gpus": [gpu.name for gpu in tf.config.list_physical_devices("GPU")],
         "commit": _commit(),

@@ -12,18 +12,30 @@ SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "throug
 def test_benchmark_prints_both_paths_and_the_speedup():
     env = {k: v for k, v in os.environ.items() if k != "CIFAR10_PATH"}  # random pixels
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--steps", "1", "--warmup-steps", "1",
+        [sys.executable, str(SCRIPT), "--pairs", "2", "--steps", "1", "--warmup-steps", "1",
          "--batch-size", "32", "--filters", "16", "--depth", "1"],
         env=env, capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
-    header = next(i for i, line in enumerate(lines) if line.split() == ["example", "library", "ratio"])
+    header = next(i for i, line in enumerate(lines) if line.endswith("example library ratio")
+                  or line.split()[-3:] == ["example", "library", "ratio"])
+    figure = r"\d+(\.\d+)? \(\d+(\.\d+)?–\d+(\.\d+)?\)"  # median (min–max)
+    ratio = r"\d+\.\d\d× \(\d+\.\d\d×–\d+\.\d\d×\)"
     for line, label in zip(lines[header + 1:], ["training images/s", "inference images/s",
                                                  "input pipeline images/s", "peak memory MiB"]):
         assert line.startswith(label)
-        assert re.search(r"\d+(\.\d+)?\s+\d+(\.\d+)?\s+\d+\.\d\d×$", line), line
-    assert re.fullmatch(r"training speedup: \d+\.\d\d×", lines[-1])
+        assert re.search(rf"{figure}\s+{figure}\s+{ratio}$", line), line
+    pairs = [line for line in lines if line.startswith("pair ")]
+    assert [p.split(":")[0] for p in pairs] == ["pair 1", "pair 2"]
+    assert all(re.fullmatch(r"pair \d: training \d+\.\d\d×, inference \d+\.\d\d×", p)
+               for p in pairs)
+    match = re.fullmatch(r"training speedup: (\d+\.\d\d)× \(median of 2 pairs, "
+                         r"range (\d+\.\d\d)–(\d+\.\d\d)\)", lines[-1])
+    assert match, lines[-1]
+    low, median, high = float(match[2]), float(match[1]), float(match[3])
+    assert low <= median <= high
+    assert not any(re.search(r"(^|\s)/\w", line) for line in lines)  # no machine paths
 
 
 def test_benchmark_refuses_a_bad_step_count():
