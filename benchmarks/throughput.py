@@ -169,17 +169,26 @@ def run_one(path_name, args):
     start = time.monotonic()
     child = subprocess.run(command, capture_output=True, text=True)
     wall = time.monotonic() - start
-    after = _cpu_seconds_by_process()
+    others = _others(before, _cpu_seconds_by_process())
     if child.returncode:
         raise SystemExit(f"the {path_name} measurement failed:\n{child.stderr[-3000:]}")
-    result = json.loads(child.stdout.strip().splitlines()[-1])
-    others = {}
+    return json.loads(child.stdout.strip().splitlines()[-1]), others, wall
+
+
+def _others(before, after):
+    """CPU seconds used between two snapshots by each process name, but this one's.
+    (A measuring child has ended by the second snapshot, so it is not counted.)"""
+    used = {}
     for pid, (name, seconds) in after.items():
-        if pid != os.getpid():
-            used = seconds - before.get(pid, (name, 0.0))[1]
-            if used > 0:
-                others[name] = others.get(name, 0.0) + used
-    return result, others, wall
+        if pid != os.getpid() and seconds > before.get(pid, (name, 0.0))[1]:
+            used[name] = used.get(name, 0.0) + seconds - before.get(pid, (name, 0.0))[1]
+    return used
+
+
+def _busiest(used, wall):
+    """The processes that used more than 2% of a core, busiest first."""
+    busy = sorted((s, name) for name, s in used.items() if s > 0.02 * wall)
+    return ", ".join(f"{name} {s:.1f} s" for s, name in reversed(busy)) or "many small ones"
 
 
 def _median_range(values, fmt):
@@ -188,8 +197,6 @@ def _median_range(values, fmt):
 
 def drive(args):
     env = environment()
-    with open("/proc/loadavg") as f:
-        load = float(f.read().split()[0])
     source = "CIFAR-10 training images" if (args.data or os.environ.get("CIFAR10_PATH")) \
         else "random pixels (no CIFAR-10 given)"
     print(f"ConvMixer-{args.filters}/{args.depth}, batch {args.batch_size}, "
@@ -199,20 +206,21 @@ def drive(args):
           f"TensorFlow "
           f"{env['tensorflow']}, Keras {env['keras']}; {datetime.date.today()}")
     warnings = []
-    if load > 0.5:
-        warnings.append(f"load average {load:.2f} before the first measurement: "
-                        "something else was running")
+    before = _cpu_seconds_by_process()
+    time.sleep(5)
+    idle = _others(before, _cpu_seconds_by_process())
+    if sum(idle.values()) > 0.05 * 5:
+        warnings.append(f"other processes used {sum(idle.values()):.1f} CPU s in the 5 s "
+                        f"before the first measurement ({_busiest(idle, 5)})")
     results = {"example": [], "library": []}
     for _ in range(args.pairs):
         for path_name in ("example", "library"):
             result, others, wall = run_one(path_name, args)
             results[path_name].append(result)
-            busy = {name: s for name, s in others.items() if s > 0.02 * wall}
             if sum(others.values()) > 0.05 * wall:
-                names = ", ".join(f"{n} {s:.0f} s" for n, s in sorted(
-                    busy.items(), key=lambda item: -item[1])) or "many small ones"
                 warnings.append(f"other processes used {sum(others.values()):.0f} CPU s "
-                                f"during a {wall:.0f} s {path_name} measurement ({names})")
+                                f"during a {wall:.0f} s {path_name} measurement "
+                                f"({_busiest(others, wall)})")
 
     rows = [("training images/s", "train", "{:.1f}"), ("inference images/s", "infer", "{:.1f}"),
             ("input pipeline images/s", "pipeline", "{:.0f}"),

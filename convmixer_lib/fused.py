@@ -1,137 +1,27 @@
-"""GELU and BatchNorm fused into one layer: the same model, fewer passes over memory.
+"""The library's fast CPU layers: the same functions as Keras' layers, fewer passes
+over memory.
 
 ConvMixer follows each of its 17 convolutions with GELU, then BatchNorm. As
 separate Keras layers these elementwise steps read and write the activations a
-dozen times per training step, and on a CPU they take about three quarters of
-the step. `GeluBatchNorm` computes the same function with a small C++
-TensorFlow op (`gelu_batchnorm.cc`, beside this file): two passes forward, two
-backward. The op is compiled with the system's C++ compiler on first use and
-cached; where that is impossible the layer computes the same thing with plain
+dozen times per training step. `GeluBatchNorm` computes the same function with
+one C++ TensorFlow op (`gelu_batchnorm.cc`): two passes forward, two backward.
+`DepthwiseConv` is Keras' `DepthwiseConv2D` whose filter gradient, the slowest
+part of TensorFlow's depthwise convolution on a CPU, comes from a C++ op
+(`depthwise_conv_grad.cc`). Both ops are built on first use (see `ops.py`);
+where that is impossible the layers compute the same things with plain
 TensorFlow operations (slower, same numbers).
 
-Its weights are BatchNormalization's (`gamma`, `beta`, `moving_mean`,
-`moving_variance`, in that order), so models built with `fused=False` and
+Their weights are those of the Keras layers they replace (`gamma`, `beta`,
+`moving_mean`, `moving_variance` of BatchNormalization; `kernel`, `bias` of
+DepthwiseConv2D), in the same order, so models built with `fused=False` and
 `fused=True` exchange weights with `get_weights`/`set_weights`; the library
 always writes weight files in the plain layers' layout.
 """
 
-import functools
-import hashlib
-import os
-import platform
-import subprocess
-import tempfile
-import threading
-import warnings
-
 import keras
 import tensorflow as tf
 
-from .machine import cpu_flags
-
-_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gelu_batchnorm.cc")
-_lock = threading.Lock()
-_op_library = None
-_op_error = None
-
-
-def _compile_op():
-    """Compile `gelu_batchnorm.cc` against the installed TensorFlow; return the .so path.
-
-    The library is cached under $CONVMIXER_OP_CACHE (default
-    ~/.cache/convmixer_lib), keyed by the source, the command, the compiler's
-    and TensorFlow's versions and the CPU's features.
-    """
-    flags = tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
-    compiler = os.environ.get("CXX", "g++")
-    # TensorFlow's bundled Eigen does not compile its AVX512-FP16 code (Intel
-    # Sapphire Rapids and later); the op computes in float32 and needs none of it.
-    flags_of_cpu = cpu_flags()
-    no_fp16 = ["-mno-avx512fp16"] if "avx512_fp16" in flags_of_cpu else []
-    command = [compiler, "-shared", "-fPIC", "-O3", "-march=native", *no_fp16, "-w",
-               _SOURCE, *flags]
-    compiler_version = subprocess.run(
-        [compiler, "--version"], check=True, capture_output=True, text=True
-    ).stdout
-    key = hashlib.sha256()
-    with open(_SOURCE, "rb") as f:
-        key.update(f.read())
-    for part in (" ".join(command), compiler_version, tf.__version__,
-                 tf.version.GIT_VERSION, " ".join(sorted(flags_of_cpu)) or platform.machine()):
-        key.update(part.encode())
-    cache = os.environ.get(
-        "CONVMIXER_OP_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "convmixer_lib")
-    )
-    library = os.path.join(cache, f"gelu_batchnorm-{key.hexdigest()[:16]}.so")
-    if not os.path.exists(library):
-        os.makedirs(cache, exist_ok=True)
-        fd, partial = tempfile.mkstemp(suffix=".so.partial", dir=cache)
-        os.close(fd)
-        try:
-            subprocess.run([*command, "-o", partial], check=True, capture_output=True, text=True)
-            os.chmod(partial, 0o755)
-            os.replace(partial, library)  # atomic: concurrent builds never see half a file
-        finally:
-            if os.path.exists(partial):
-                os.remove(partial)
-    return library
-
-
-@functools.cache
-def _gpu_visible():
-    return bool(tf.config.list_logical_devices("GPU"))
-
-
-def op_library():
-    """The compiled op library, or None (with the reason in `op_error()`).
-
-    The op has a CPU kernel only: where TensorFlow sees a GPU, the layer uses
-    plain TensorFlow operations and this returns None.
-    """
-    global _op_library, _op_error
-    with _lock:
-        if _op_library is None and _op_error is None:
-            if _gpu_visible():
-                _op_error = "a GPU is visible; the fused op is for CPUs"
-            else:
-                _op_library, _op_error = _load_op()
-    return _op_library
-
-
-def _load_op():
-    try:
-        library = _compile_op()
-        try:
-            loaded = tf.load_op_library(library)
-        except tf.errors.NotFoundError:  # a damaged cached file: build it again
-            os.remove(library)
-            loaded = tf.load_op_library(_compile_op())
-    except (OSError, subprocess.CalledProcessError, tf.errors.NotFoundError) as error:
-        details = getattr(error, "stderr", "") or ""
-        reason = f"{error} {details[-2000:]}".strip()
-        warnings.warn(
-            "convmixer_lib: the fused GELU+BatchNorm op could not be compiled, so "
-            f"GeluBatchNorm falls back to plain TensorFlow (same results, slower): {reason}",
-            stacklevel=3,
-        )
-        return None, reason
-    tf.RegisterGradient("GeluBatchNorm")(_gelu_batchnorm_grad)
-    return loaded, None
-
-
-def op_error():
-    """Why the op is unavailable, or None."""
-    return _op_error
-
-
-def _gelu_batchnorm_grad(op, dy, _batch_mean_grad, _batch_variance_grad):
-    # batch_mean and batch_variance only feed the moving averages, which take
-    # no gradient. First-order gradients only: the grad op has no gradient.
-    dz, dgamma, dbeta = _op_library.gelu_batch_norm_grad(
-        dy, op.inputs[0], op.inputs[1], op.outputs[1], op.outputs[2],
-        epsilon=op.get_attr("epsilon"), is_training=op.get_attr("is_training"),
-    )
-    return [dz, dgamma, dbeta, None, None]
+from .ops import gpu_visible, op_library
 
 
 @keras.saving.register_keras_serializable(package="convmixer_lib")
@@ -154,7 +44,7 @@ class GeluBatchNorm(keras.layers.Layer):
         self.epsilon = epsilon
         # The C++ op has no XLA kernel; where a GPU is visible the layer uses
         # plain TensorFlow operations, which XLA compiles.
-        self.supports_jit = _gpu_visible()
+        self.supports_jit = gpu_visible()
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -212,3 +102,49 @@ class GeluBatchNorm(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="convmixer_lib")
+class DepthwiseConv(keras.layers.DepthwiseConv2D):
+    """`keras.layers.DepthwiseConv2D` with a faster filter gradient on a CPU.
+
+    The forward pass and the input gradient are TensorFlow's; the kernel's
+    gradient comes from the library's op where it applies (stride 1, no
+    dilation, channel multiplier 1, "same" padding, channels last, float32,
+    the op available); otherwise the layer is exactly `DepthwiseConv2D`.
+    Same arguments, weights and outputs.
+    """
+
+    def _op_applies(self):
+        return (
+            self.strides == (1, 1) and self.dilation_rate == (1, 1)
+            and self.depth_multiplier == 1 and self.padding == "same"
+            and self.data_format == "channels_last" and self.compute_dtype == "float32"
+            and self.kernel_size[0] == self.kernel_size[1]
+            and op_library() is not None
+        )
+
+    def call(self, inputs):
+        if not self._op_applies():
+            return super().call(inputs)
+        outputs = _depthwise_conv(inputs, tf.convert_to_tensor(self.kernel))
+        if self.use_bias:
+            outputs = outputs + self.bias
+        return self.activation(outputs) if self.activation is not None else outputs
+
+
+@tf.custom_gradient
+def _depthwise_conv(x, kernel):
+    """y = depthwise_conv2d(x, kernel), stride 1, "same"; kernel (k, k, c, 1)."""
+    y = tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "SAME")
+
+    def gradient(dy):
+        dx = tf.raw_ops.DepthwiseConv2dNativeBackpropInput(
+            input_sizes=tf.shape(x), filter=kernel, out_backprop=dy,
+            strides=[1, 1, 1, 1], padding="SAME")
+        k = kernel.shape[0]
+        dw = op_library().conv_mixer_depthwise_conv_filter_grad(
+            x, dy, kernel[..., 0], pad=(k - 1) // 2)
+        return dx, dw[..., None]
+
+    return y, gradient

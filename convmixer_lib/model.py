@@ -7,7 +7,7 @@ identical ConvMixer blocks at one resolution, and a linear classifier.
 import keras
 from keras import layers
 
-from .fused import GeluBatchNorm
+from .fused import DepthwiseConv, GeluBatchNorm
 
 STEM_CONV = "stem_conv"
 CLASSIFIER = "classifier"
@@ -49,8 +49,10 @@ def build_convmixer(
         patch_size: side, in pixels, of the square patches; must divide `image_size`.
         image_size: side, in pixels, of the square RGB input images.
         num_classes: number of output classes.
-        fused: if True, each GELU + BatchNorm pair is one `GeluBatchNorm` layer
-            (the same function, about twice as fast to train on a CPU); the two
+        fused: if True, use the library's fast CPU layers (`fused.py`): each
+            GELU + BatchNorm pair is one `GeluBatchNorm` layer, and the
+            depthwise convolutions compute their filter gradient with the
+            library's op. The same function, faster to train on a CPU; the two
             versions load each other's weights.
 
     Returns:
@@ -91,9 +93,8 @@ def build_convmixer(
     for block in range(1, depth + 1):
         # Mix space: one large kernel per channel, with a residual connection.
         residual = x
-        x = layers.DepthwiseConv2D(
-            kernel_size, padding="same", name=depthwise_conv_name(block)
-        )(x)
+        depthwise = DepthwiseConv if fused else layers.DepthwiseConv2D
+        x = depthwise(kernel_size, padding="same", name=depthwise_conv_name(block))(x)
         x = _gelu_batchnorm(x, f"block{block}_depthwise", fused)
         x = layers.Add(name=f"block{block}_residual")([x, residual])
         # Mix channels: a 1x1 convolution at every position.

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from convmixer_lib import fused
-from convmixer_lib.fused import GeluBatchNorm
+from convmixer_lib import ops
+from convmixer_lib.fused import DepthwiseConv, GeluBatchNorm
 from convmixer_lib.model import build_convmixer
 from convmixer_lib.rundir import load_plain_weights, save_plain_weights
 
@@ -33,15 +33,15 @@ NO_COMPILER = shutil.which(os.environ.get("CXX", "g++")) is None
 
 @pytest.fixture
 def op():
-    if fused.op_library() is None:
-        pytest.skip(f"the fused op is unavailable here: {fused.op_error()}")
-    return fused.op_library()
+    if ops.op_library() is None:
+        pytest.skip(f"the fused op is unavailable here: {ops.op_error()}")
+    return ops.op_library()
 
 
 @pytest.mark.skipif(NO_COMPILER or bool(tf.config.list_logical_devices("GPU")),
                     reason="no C++ compiler, or a GPU: the layer uses plain TensorFlow")
 def test_the_op_compiles_on_this_machine():
-    assert fused.op_library() is not None, fused.op_error()
+    assert ops.op_library() is not None, ops.op_error()
 
 
 def test_plain_model_loads_fused_weights_and_predicts_the_same(tmp_path):
@@ -164,10 +164,10 @@ def test_layer_needs_a_known_channel_axis():
 def test_without_a_compiler_the_layer_falls_back_with_a_warning(tmp_path):
     script = textwrap.dedent("""
         import numpy as np
-        from convmixer_lib import fused
+        from convmixer_lib import ops
         from convmixer_lib.model import build_convmixer
         model = build_convmixer(filters=8, depth=1, fused=True)
-        assert fused.op_library() is None
+        assert ops.op_library() is None
         images = np.zeros((2, 32, 32, 3), "uint8")
         print(model.predict(images, verbose=0).shape)
     """)
@@ -176,5 +176,52 @@ def test_without_a_compiler_the_layer_falls_back_with_a_warning(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "(2, 10)" in result.stdout
-    assert "falls back to plain TensorFlow" in result.stderr
+    assert "fall back to plain TensorFlow" in result.stderr
     assert "no-such-compiler" in result.stderr  # says why
+
+
+@pytest.mark.parametrize("kernel_size, shape", [(5, (4, 16, 16, 64)), (3, (2, 7, 9, 70)),
+                                                (9, (2, 8, 8, 16))])
+def test_depthwise_layer_matches_keras(kernel_size, shape, op):
+    """Outputs and all three gradients (input, kernel, bias) equal Keras' layer,
+    also for channel counts that are not a multiple of 64 and kernels larger
+    than the image's border."""
+    rng = np.random.default_rng(5)
+    x = tf.constant(rng.normal(0, 1, shape), tf.float32)
+    plain = keras.layers.DepthwiseConv2D(kernel_size, padding="same")
+    fast = DepthwiseConv(kernel_size, padding="same")
+    plain.build(shape)
+    fast.build(shape)
+    fast.set_weights(plain.get_weights())
+    plain.bias.assign(rng.normal(0, 1, shape[-1]))
+    fast.bias.assign(plain.bias)
+    upstream = tf.constant(rng.normal(0, 1, shape), tf.float32)
+
+    def run(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x) * upstream)
+        return [layer(x), *tape.gradient(loss, [x, layer.kernel, layer.bias])]
+
+    for name, e, a in zip(["output", "d/dx", "d/dkernel", "d/dbias"], run(plain), run(fast)):
+        np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4 * np.abs(e).max(), err_msg=name)
+
+
+def test_depthwise_filter_gradient_is_a_sum_over_shifted_products(op):
+    """A hand-written sum: dw[a, b] = sum x[i + a - 1, j + b - 1] * dy[i, j]."""
+    x = np.arange(1, 17, dtype="float32").reshape(1, 4, 4, 1)
+    dy = np.zeros((1, 4, 4, 1), "float32")
+    dy[0, 0, 0, 0] = 1.0  # only the top-left output pixel
+    dw = op.conv_mixer_depthwise_conv_filter_grad(x, dy, tf.zeros((3, 3, 1)), pad=1)
+    expected = np.array([[0, 0, 0], [0, 1, 2], [0, 5, 6]], "float32")  # zeros outside
+    np.testing.assert_array_equal(dw[..., 0], expected)
+
+
+def test_depthwise_layer_outside_the_op_is_keras_layer():
+    layer = DepthwiseConv(3, strides=2, padding="valid")
+    x = tf.constant(np.random.default_rng(6).normal(0, 1, (2, 9, 9, 4)), tf.float32)
+    plain = keras.layers.DepthwiseConv2D(3, strides=2, padding="valid")
+    plain.build(x.shape)
+    layer.build(x.shape)
+    layer.set_weights(plain.get_weights())
+    np.testing.assert_allclose(layer(x), plain(x), rtol=1e-6)
