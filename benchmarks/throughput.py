@@ -15,7 +15,8 @@ up (graph tracing), then times `fit` over `--steps` batches, `predict` over the
 same images and the input pipeline alone, and reports its peak resident memory.
 The table gives each figure's median and range over the pairs, then the ratio
 of every pair, and last `training speedup: N.NN× (median of K pairs, range A–B)`.
-It warns when other processes used the CPU while it measured.
+It warns when other processes used the CPU while it measured, and when the
+machine's own speed (a fixed matrix product timed in every process) varied.
 
     python benchmarks/throughput.py                      # ConvMixer-256/8, 3 pairs
     python benchmarks/throughput.py --pairs 1 --steps 1 --filters 32 --depth 1   # quick check
@@ -112,6 +113,7 @@ def measure(path_name, args):
         labels = rng.integers(0, 10, (count, 1), dtype=np.uint8)
     if len(images) < count:
         raise SystemExit(f"need {count} images for these steps, the data has {len(images)}")
+    before = machine_speed()
     keras.utils.set_random_seed(0)
     if path_name == "example":
         model = get_conv_mixer(filters=args.filters, depth=args.depth)
@@ -138,7 +140,22 @@ def measure(path_name, args):
     batches = sum(1 for _ in dataset.take(args.steps))
     pipeline = batches * args.batch_size / (time.perf_counter() - start)
     memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"train": train, "infer": infer, "pipeline": pipeline, "memory": memory}
+    after = machine_speed()
+    return {"train": train, "infer": infer, "pipeline": pipeline, "memory": memory,
+            "machine": min(before, after), "machine_range": [before, after]}
+
+
+def machine_speed():
+    """GFLOP/s of a fixed float32 matrix product in TensorFlow: the same work in
+    every process, so a change between processes is the machine's, not the code's
+    (a busy neighbour on a shared host shows here, though no process of ours does)."""
+    a = tf.random.stateless_normal((1024, 1024), seed=(0, 0))
+    product = tf.function(lambda a: tf.linalg.matmul(a, a))
+    product(a).numpy()
+    start, repeats = time.perf_counter(), 40
+    for _ in range(repeats):
+        product(a).numpy()
+    return repeats * 2 * 1024**3 / (time.perf_counter() - start) / 1e9
 
 
 # --- The driver: alternate the paths, each in a new process, and watch the CPU. ---
@@ -224,7 +241,8 @@ def drive(args):
 
     rows = [("training images/s", "train", "{:.1f}"), ("inference images/s", "infer", "{:.1f}"),
             ("input pipeline images/s", "pipeline", "{:.0f}"),
-            ("peak memory MiB", "memory", "{:.0f}")]
+            ("peak memory MiB", "memory", "{:.0f}"),
+            ("machine GFLOP/s (matmul)", "machine", "{:.0f}")]  # before or after, lower
     print(f"{'median (min–max)':26}{'example':>24}{'library':>24}{'ratio':>24}")
     ratios = {}
     for label, key, fmt in rows:
@@ -233,8 +251,14 @@ def drive(args):
         ratios[key] = [b / a for a, b in zip(example, library)]
         print(f"{label:26}{_median_range(example, fmt):>24}{_median_range(library, fmt):>24}"
               f"{_median_range(ratios[key], '{:.2f}×'):>24}")
-    for i, (train, infer) in enumerate(zip(ratios["train"], ratios["infer"]), start=1):
-        print(f"pair {i}: training {train:.2f}×, inference {infer:.2f}×")
+    for i, (example, library) in enumerate(zip(results["example"], results["library"]), 1):
+        print(f"pair {i}: training {example['train']:.1f} → {library['train']:.1f} images/s "
+              f"({library['train'] / example['train']:.2f}×), inference "
+              f"{library['infer'] / example['infer']:.2f}×")
+    speeds = [speed for rs in results.values() for r in rs for speed in r["machine_range"]]
+    if max(speeds) > 1.15 * min(speeds):
+        warnings.append(f"the machine's own speed varied from {min(speeds):.0f} to "
+                        f"{max(speeds):.0f} GFLOP/s between measurements (a shared host)")
     for warning in warnings:
         print(f"warning: {warning}; the figures may be low or uneven")
     print(f"training speedup: {statistics.median(ratios['train']):.2f}× (median of "

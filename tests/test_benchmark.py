@@ -22,14 +22,15 @@ def test_benchmark_prints_both_paths_and_the_speedup():
                   or line.split()[-3:] == ["example", "library", "ratio"])
     figure = r"\d+(\.\d+)? \(\d+(\.\d+)?–\d+(\.\d+)?\)"  # median (min–max)
     ratio = r"\d+\.\d\d× \(\d+\.\d\d×–\d+\.\d\d×\)"
-    for line, label in zip(lines[header + 1:], ["training images/s", "inference images/s",
-                                                 "input pipeline images/s", "peak memory MiB"]):
+    labels = ["training images/s", "inference images/s", "input pipeline images/s",
+              "peak memory MiB", "machine GFLOP/s (matmul)"]
+    for line, label in zip(lines[header + 1: header + 1 + len(labels)], labels, strict=True):
         assert line.startswith(label)
         assert re.search(rf"{figure}\s+{figure}\s+{ratio}$", line), line
     pairs = [line for line in lines if line.startswith("pair ")]
     assert [p.split(":")[0] for p in pairs] == ["pair 1", "pair 2"]
-    assert all(re.fullmatch(r"pair \d: training \d+\.\d\d×, inference \d+\.\d\d×", p)
-               for p in pairs)
+    assert all(re.fullmatch(r"pair \d: training \d+\.\d → \d+\.\d images/s \(\d+\.\d\d×\), "
+                            r"inference \d+\.\d\d×", p) for p in pairs)
     match = re.fullmatch(r"training speedup: (\d+\.\d\d)× \(median of 2 pairs, "
                          r"range (\d+\.\d\d)–(\d+\.\d\d)\)", lines[-1])
     assert match, lines[-1]
