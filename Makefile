@@ -23,6 +23,7 @@ TEST_NOTEBOOKS := tests/notebooks
 TEST_03_training := -p DEMO_EPOCHS 1 -p DEMO_TRAIN_SIZE 256 -p EVAL_SIZE 256 \
   -p DEMO_DIR $(TEST_RUN) -p RECORD_DIR $(RECORD)
 TEST_04_filters := -p RUN_DIR $(RECORD) -p CHANNELS 8
+TEST_02_model := -p PROFILE $(abspath results/step-profile.json)
 
 # $(call papermill,OPTIONS,OUTPUT_DIR,PARAMETER_PREFIX): one papermill command per
 # notebook, in order, with the parameters $(PREFIX_<notebook name>).

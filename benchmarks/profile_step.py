@@ -31,6 +31,7 @@ import time
 import keras
 import numpy as np
 
+from convmixer_lib.checks import positive_int_argument as positive
 from convmixer_lib.fused import DepthwiseConv, GeluBatchNorm
 from convmixer_lib.machine import vector_extensions
 from convmixer_lib.model import build_convmixer
@@ -128,18 +129,15 @@ def drive(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=int, default=2, help="process pairs (default 2)")
-    parser.add_argument("--rounds", type=int, default=3, help="turns per model (default 3)")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per turn (default 3)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--filters", type=int, default=256)
-    parser.add_argument("--depth", type=int, default=8)
+    parser.add_argument("--pairs", type=positive, default=2, help="process pairs (default 2)")
+    parser.add_argument("--rounds", type=positive, default=3, help="turns per model (default 3)")
+    parser.add_argument("--steps", type=positive, default=3, help="timed steps per turn (default 3)")
+    parser.add_argument("--batch-size", type=positive, default=128)
+    parser.add_argument("--filters", type=positive, default=256)
+    parser.add_argument("--depth", type=positive, default=8)
     parser.add_argument("--output", help="write the profile here as JSON")
     parser.add_argument("--measure", choices=list(PATHS), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    for name in ("pairs", "rounds", "steps", "batch_size", "filters", "depth"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.measure:
         print(json.dumps(step_seconds(PATHS[args.measure], args)))
     else:

@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from convmixer_lib.checks import positive_int_argument as positive
 from convmixer_lib.data import load_cifar10, make_dataset
 from convmixer_lib.machine import vector_extensions
 from convmixer_lib.model import build_convmixer
@@ -268,18 +269,15 @@ def drive(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=int, default=3, help="example/library pairs (default 3)")
-    parser.add_argument("--steps", type=int, default=20, help="timed training steps (default 20)")
-    parser.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first (default 2)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--filters", type=int, default=256)
-    parser.add_argument("--depth", type=int, default=8)
+    parser.add_argument("--pairs", type=positive, default=3, help="example/library pairs (default 3)")
+    parser.add_argument("--steps", type=positive, default=20, help="timed training steps (default 20)")
+    parser.add_argument("--warmup-steps", type=positive, default=2, help="untimed steps first (default 2)")
+    parser.add_argument("--batch-size", type=positive, default=128)
+    parser.add_argument("--filters", type=positive, default=256)
+    parser.add_argument("--depth", type=positive, default=8)
     parser.add_argument("--data", help="CIFAR-10 archive or folder (default: $CIFAR10_PATH)")
     parser.add_argument("--measure", choices=["example", "library"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    for name in ("pairs", "steps", "warmup_steps", "batch_size", "filters", "depth"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.measure:
         print(json.dumps(measure(args.measure, args)))
     else:

@@ -6,17 +6,11 @@ import sys
 
 import keras
 
+from .checks import positive_int_argument
 from .data import load_splits, make_dataset
 from .model import build_convmixer
 from .rundir import load_run_model
-from .training import SCHEDULES, evaluate, run_experiment
-
-
-def _positive(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
+from .training import SCHEDULES, distribution, evaluate, run_experiment
 
 
 def train_command(args, argv):
@@ -24,31 +18,32 @@ def train_command(args, argv):
     (x_train, y_train), val, test = load_splits(args.data)
     x_train, y_train = x_train[: args.train_size], y_train[: args.train_size]
     print(f"Training images: {len(x_train)}, validation: {len(val[0])}, test: {len(test[0])}")
-    model = build_convmixer(
-        filters=args.filters, depth=args.depth,
-        kernel_size=args.kernel_size, patch_size=args.patch_size, fused=args.fused,
-    )
-    _, metrics = run_experiment(
-        model,
-        make_dataset(x_train, y_train, args.batch_size, training=True, seed=args.seed),
-        make_dataset(*val, args.batch_size),
-        test,
-        args.run_dir,
-        epochs=args.epochs,
-        learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay,
-        schedule=args.schedule,
-        seed=args.seed,
-        settings={
-            "train_images": len(x_train),
-            "validation_images": len(val[0]),
-            "test_images": len(test[0]),
-            "batch_size": args.batch_size,
-        },
-        details={"command": shlex.join(["python", "-m", "convmixer_lib", *argv])},
-        overwrite=args.overwrite,
-        verbose="auto" if sys.stdout.isatty() else 2,  # one line per epoch in logs
-    )
+    with distribution(args.devices).scope():  # one device unless --devices or several GPUs
+        model = build_convmixer(
+            filters=args.filters, depth=args.depth,
+            kernel_size=args.kernel_size, patch_size=args.patch_size, fused=args.fused,
+        )
+        _, metrics = run_experiment(
+            model,
+            make_dataset(x_train, y_train, args.batch_size, training=True, seed=args.seed),
+            make_dataset(*val, args.batch_size),
+            test,
+            args.run_dir,
+            epochs=args.epochs,
+            learning_rate=args.learning_rate,
+            weight_decay=args.weight_decay,
+            schedule=args.schedule,
+            seed=args.seed,
+            settings={
+                "train_images": len(x_train),
+                "validation_images": len(val[0]),
+                "test_images": len(test[0]),
+                "batch_size": args.batch_size,
+            },
+            details={"command": shlex.join(["python", "-m", "convmixer_lib", *argv])},
+            overwrite=args.overwrite,
+            verbose="auto" if sys.stdout.isatty() else 2,  # one line per epoch in logs
+        )
     print(
         f"Best epoch {metrics['best_epoch']} (validation accuracy "
         f"{100 * metrics['best_val_accuracy']:.2f}%): test accuracy "
@@ -75,15 +70,15 @@ def _parser():
     common.add_argument("--run-dir", required=True, help="the run directory")
     common.add_argument("--data", help="cifar-10-python.tar.gz or its extracted folder "
                         "(default: $CIFAR10_PATH, else Keras' download)")
-    common.add_argument("--batch-size", type=_positive, default=128, help="default: 128")
+    common.add_argument("--batch-size", type=positive_int_argument, default=128, help="default: 128")
 
     t = commands.add_parser(
         "train", parents=[common], help="train, keep the best epoch, test it",
         description="Train ConvMixer as the Keras example does. Rerun the same "
         "command to resume an interrupted run; a finished run is never overwritten "
         "unless --overwrite is given.")
-    t.add_argument("--epochs", type=_positive, default=10, help="default: 10")
-    t.add_argument("--train-size", type=_positive, default=None,
+    t.add_argument("--epochs", type=positive_int_argument, default=10, help="default: 10")
+    t.add_argument("--train-size", type=positive_int_argument, default=None,
                    help="use the first N of the 45,000 training images (default: all)")
     t.add_argument("--learning-rate", type=float, default=1e-3, help="AdamW, default: 1e-3")
     t.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW, default: 1e-4")
@@ -91,13 +86,16 @@ def _parser():
                    help="learning rate: constant as in the example, or cosine decay "
                    "to 0 over the run (default: constant)")
     t.add_argument("--seed", type=int, default=42, help="default: 42")
-    t.add_argument("--filters", type=_positive, default=256, help="channels, default: 256")
-    t.add_argument("--depth", type=_positive, default=8, help="blocks, default: 8")
-    t.add_argument("--kernel-size", type=_positive, default=5, help="depthwise kernel, default: 5")
-    t.add_argument("--patch-size", type=_positive, default=2, help="default: 2")
+    t.add_argument("--filters", type=positive_int_argument, default=256, help="channels, default: 256")
+    t.add_argument("--depth", type=positive_int_argument, default=8, help="blocks, default: 8")
+    t.add_argument("--kernel-size", type=positive_int_argument, default=5, help="depthwise kernel, default: 5")
+    t.add_argument("--patch-size", type=positive_int_argument, default=2, help="default: 2")
     t.add_argument("--fused", action=argparse.BooleanOptionalAction, default=True,
                    help="train with GELU and BatchNorm fused into one layer: the same "
                    "model, faster to train on a CPU (default: --fused)")
+    t.add_argument("--devices", type=positive_int_argument, default=None,
+                   help="train data-parallel on N GPUs, each batch split across them "
+                   "(default: every GPU when there are several, else one device)")
     t.add_argument("--overwrite", action="store_true",
                    help="discard the weights and records already in --run-dir, finished "
                    "or not, and train anew")

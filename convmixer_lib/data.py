@@ -12,6 +12,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .checks import check_positive_int
+
 CLASS_NAMES = (
     "airplane", "automobile", "bird", "cat", "deer",
     "dog", "frog", "horse", "ship", "truck",
@@ -261,8 +263,7 @@ def make_dataset(images, labels, batch_size=128, training=False, seed=None):
         their labels.
     """
     check_images(images, labels)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    check_positive_int("batch_size", batch_size)
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     if training:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)

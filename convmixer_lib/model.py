@@ -5,8 +5,10 @@ identical ConvMixer blocks at one resolution, and a linear classifier.
 """
 
 import keras
+import tensorflow as tf
 from keras import layers
 
+from .checks import check_positive_int
 from .fused import DepthwiseConv, GeluBatchNorm
 
 STEM_CONV = "stem_conv"
@@ -23,21 +25,16 @@ def pointwise_conv_name(block):
     return f"block{block}_pointwise_conv"
 
 
-def _gelu_batchnorm(x, name, fused):
+def _gelu_batchnorm(x, name, fused, synchronized):
     """GELU, then BatchNorm: the activation block after every convolution."""
     if fused:  # the same function in one layer, see `fused.py`
         return GeluBatchNorm(name=f"{name}_bn")(x)
     x = layers.Activation("gelu", name=f"{name}_gelu")(x)
-    return layers.BatchNormalization(name=f"{name}_bn")(x)
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    return layers.BatchNormalization(synchronized=synchronized, name=f"{name}_bn")(x)
 
 
 def build_convmixer(
-    filters=256, depth=8, kernel_size=5, patch_size=2, image_size=32, num_classes=10,
+    filters=256, depth=8, *, kernel_size=5, patch_size=2, image_size=32, num_classes=10,
     fused=False,
 ):
     """Build ConvMixer-`filters`/`depth` as a Functional Keras model.
@@ -54,6 +51,11 @@ def build_convmixer(
             depthwise convolutions compute their filter gradient with the
             library's op. The same function, faster to train on a CPU; the two
             versions load each other's weights.
+
+    Built inside a `tf.distribute` strategy with several replicas (see
+    `training.distribution`), the model uses Keras' layers, with BatchNorm
+    `synchronized=True`: its statistics are those of the whole global batch,
+    so training on N devices computes what one device would.
 
     Returns:
         A `keras.Model` mapping images of shape `(batch, image_size, image_size, 3)`
@@ -75,7 +77,7 @@ def build_convmixer(
         ("image_size", image_size),
         ("num_classes", num_classes),
     ]:
-        _check_positive_int(name, value)
+        check_positive_int(name, value)
     if image_size % patch_size:
         divisors = [d for d in range(1, image_size + 1) if image_size % d == 0]
         raise ValueError(
@@ -83,23 +85,25 @@ def build_convmixer(
             f"patch_size={patch_size}. Allowed values: {divisors}."
         )
 
+    synchronized = tf.distribute.get_strategy().num_replicas_in_sync > 1
+    fused = fused and not synchronized  # the fused layers keep one replica's statistics
     inputs = keras.Input((image_size, image_size, 3), name="images")
     x = layers.Rescaling(1.0 / 255, name="rescaling")(inputs)
 
     # Patch embedding: one linear projection per non-overlapping patch.
     x = layers.Conv2D(filters, patch_size, strides=patch_size, name=STEM_CONV)(x)
-    x = _gelu_batchnorm(x, "stem", fused)
+    x = _gelu_batchnorm(x, "stem", fused, synchronized)
 
     for block in range(1, depth + 1):
         # Mix space: one large kernel per channel, with a residual connection.
         residual = x
         depthwise = DepthwiseConv if fused else layers.DepthwiseConv2D
         x = depthwise(kernel_size, padding="same", name=depthwise_conv_name(block))(x)
-        x = _gelu_batchnorm(x, f"block{block}_depthwise", fused)
+        x = _gelu_batchnorm(x, f"block{block}_depthwise", fused, synchronized)
         x = layers.Add(name=f"block{block}_residual")([x, residual])
         # Mix channels: a 1x1 convolution at every position.
         x = layers.Conv2D(filters, 1, name=pointwise_conv_name(block))(x)
-        x = _gelu_batchnorm(x, f"block{block}_pointwise", fused)
+        x = _gelu_batchnorm(x, f"block{block}_pointwise", fused, synchronized)
 
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name=CLASSIFIER)(x)
@@ -109,7 +113,10 @@ def build_convmixer(
 def convmixer_config(model):
     """The `build_convmixer` arguments that rebuild `model`, as a dict."""
     stem = model.get_layer(STEM_CONV)
-    depth = sum(1 for layer in model.layers if layer.name.endswith("_depthwise_conv"))
+    names = {layer.name for layer in model.layers}
+    depth = 0
+    while depthwise_conv_name(depth + 1) in names:
+        depth += 1
     return {
         "filters": stem.filters,
         "depth": depth,

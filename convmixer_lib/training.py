@@ -7,7 +7,9 @@ import os
 
 import keras
 import numpy as np
+import tensorflow as tf
 
+from .checks import check_positive_int
 from .model import convmixer_config
 from .rundir import (
     BACKUP,
@@ -72,6 +74,39 @@ def most_confident_mistakes(labels, predictions, confidences, count=16):
         )
     wrong = np.flatnonzero(predictions != labels)
     return wrong[np.argsort(-confidences[wrong], kind="stable")][:count]
+
+
+def distribution(devices=None):
+    """A `tf.distribute` strategy that trains on `devices` devices, data-parallel.
+
+    Build the model and call `run_experiment` inside `strategy.scope()`. Each
+    batch of the datasets (the global batch) is split across the replicas;
+    the learning rate and its schedule stay as they are, and BatchNorm
+    synchronizes its statistics across replicas (see `build_convmixer`).
+
+    Args:
+        devices: how many; None: every GPU when TensorFlow sees more than one,
+            else one device. Several devices are GPUs where TensorFlow sees
+            any, else logical CPU devices (as tests configure them).
+
+    Returns:
+        `tf.distribute.MirroredStrategy` over the devices, or TensorFlow's
+        default strategy for one device.
+
+    Raises:
+        ValueError: if fewer than `devices` devices are visible.
+    """
+    gpus = tf.config.list_logical_devices("GPU")
+    available = gpus or tf.config.list_logical_devices("CPU")
+    if devices is None:
+        devices = len(gpus) if len(gpus) > 1 else 1
+    check_positive_int("devices", devices)
+    if devices > len(available):
+        kind = "GPUs" if gpus else "CPU devices (and no GPU)"
+        raise ValueError(f"asked for {devices} devices, TensorFlow sees {len(available)} {kind}.")
+    if devices == 1:
+        return tf.distribute.get_strategy()
+    return tf.distribute.MirroredStrategy([d.name for d in available[:devices]])
 
 
 def learning_rate_schedule(learning_rate, schedule, total_steps):
@@ -140,6 +175,8 @@ def run_experiment(
     each, restores the weights of the epoch with the best validation accuracy
     and evaluates them on `test_data`. If `run_dir` holds an unfinished run
     with the same settings, training resumes after its last finished epoch.
+    Called inside `distribution(N).scope()` (with the model built there too),
+    it trains on N devices; the count is recorded and part of the settings.
 
     Args:
         model: an uncompiled model, e.g. from `build_convmixer`.
@@ -171,8 +208,7 @@ def run_experiment(
             an unfinished one with other settings; nothing is written then.
         BlockingIOError: if another process is training `run_dir`.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"`epochs` must be a positive integer, got {epochs!r}.")
+    check_positive_int("epochs", epochs)
     steps = int(train_dataset.cardinality()) if schedule == "cosine" else 0
     rate = learning_rate_schedule(learning_rate, schedule, epochs * steps)
     settings = {
@@ -182,6 +218,7 @@ def run_experiment(
         "schedule": schedule,
         "weight_decay": weight_decay,
         "seed": seed,
+        "devices": tf.distribute.get_strategy().num_replicas_in_sync,
         **(settings or {}),
     }
     with training_run(run_dir, model, settings, details, overwrite) as segment:

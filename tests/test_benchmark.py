@@ -43,4 +43,4 @@ def test_benchmark_refuses_a_bad_step_count():
     result = subprocess.run([sys.executable, str(SCRIPT), "--steps", "0"],
                             capture_output=True, text=True)
     assert result.returncode == 2
-    assert "--steps must be at least 1" in result.stderr
+    assert "--steps: expected a positive integer, got 0" in result.stderr

@@ -6,6 +6,7 @@ Screenshots of every page, light and dark, go to _build/screenshots/.
 import functools
 import http.server
 import json
+import os
 import pathlib
 import shutil
 import threading
@@ -18,7 +19,12 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 HTML = ROOT / "_build" / "html"
 EXECUTED = ROOT / "_build" / "book-src" / "notebooks"
 SCREENSHOTS = ROOT / "_build" / "screenshots"
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+# Debian's chromium and chromium-driver, or Google Chrome and the chromedriver
+# that GitHub's runners provide ($CHROMEWEBDRIVER names its folder).
+CHROMIUM = next(filter(None, map(shutil.which, ["chromium", "chromium-browser",
+                                                "google-chrome"])), None)
+CHROMEDRIVER = shutil.which("chromedriver") or shutil.which(
+    "chromedriver", path=os.environ.get("CHROMEWEBDRIVER", ""))
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 TOC = yaml.safe_load((ROOT / "book" / "_toc.yml").read_text())
 CHAPTERS = [pathlib.Path(entry["file"]).name for entry in TOC["chapters"]]
@@ -119,6 +125,7 @@ def test_chapter_renders_its_figures_without_errors(site, browser, chapter):
     assert "Traceback" not in outputs, outputs
     assert "Error" not in outputs.replace("ValueError(", ""), outputs
     assert not browser.find_elements("css selector", ".output.traceback, .output.error")
+    assert "google.colab" not in browser.find_element("tag name", "main").text  # plumbing hidden
     _screenshots(browser, chapter)
 
 
@@ -135,6 +142,8 @@ def test_colab_and_download_buttons(site, browser, chapter):
     with urllib.request.urlopen(download) as response:
         notebook = json.load(response)
     assert notebook["nbformat"] == 4 and notebook["cells"]
+    first_code = next(c for c in notebook["cells"] if c["cell_type"] == "code")
+    assert "google.colab" in "".join(first_code["source"])  # still there for Colab
 
 
 def test_the_book_has_its_figures():

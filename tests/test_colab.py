@@ -14,9 +14,13 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def _colab_cell(path):
+def _first_code_cell(path):
     cells = json.loads(path.read_text())["cells"]
-    return "".join(next(c for c in cells if c["cell_type"] == "code")["source"])
+    return next(c for c in cells if c["cell_type"] == "code")
+
+
+def _colab_cell(path):
+    return "".join(_first_code_cell(path)["source"])
 
 
 def _run(source, monkeypatch, in_colab):
@@ -36,6 +40,11 @@ def test_every_notebook_starts_with_the_same_colab_cell():
     assert len(NOTEBOOKS) == 4
     cells = {_colab_cell(path) for path in NOTEBOOKS}
     assert len(cells) == 1 and "google.colab" in cells.pop()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_colab_cell_is_left_out_of_the_rendered_book(path):
+    assert "remove-cell" in _first_code_cell(path)["metadata"].get("tags", [])
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -155,6 +155,23 @@ def test_augmentation_changes_pixels_but_keeps_shape_dtype_and_range():
     np.testing.assert_array_equal(untouched, images)
 
 
+def test_the_flip_is_horizontal_about_half_the_time_and_never_vertical():
+    """Red rises left to right, green top to bottom: a horizontal flip reverses
+    red, a vertical one would reverse green. Shifts of up to 4 pixels keep the
+    middle rows and columns inside the image."""
+    ramp = (np.arange(32) * 7 + 10).astype(np.uint8)
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[..., 0] = ramp[None, :]
+    image[..., 1] = ramp[:, None]
+    augmented = np.asarray(make_augmenter(seed=0)(np.repeat(image[None], 400, 0), training=True))
+    red_reversed = augmented[:, 16, 10, 0] > augmented[:, 16, 22, 0]
+    green_reversed = augmented[:, 10, 16, 1] > augmented[:, 22, 16, 1]
+    assert 0.4 < red_reversed.mean() < 0.6
+    assert not green_reversed.any()
+    shifted = augmented[:, 16, 16, 0] != image[16, 16, 0]
+    assert 0.5 < shifted.mean()  # most copies are translated too
+
+
 def test_training_dataset_is_augmented_and_keeps_uint8():
     rng = np.random.default_rng(0)
     images = rng.integers(1, 256, (300, 32, 32, 3), dtype=np.uint8)

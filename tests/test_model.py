@@ -1,3 +1,5 @@
+import math
+
 import keras
 import numpy as np
 import pytest
@@ -79,3 +81,81 @@ def test_wrong_input_shape_is_refused():
     model = build_convmixer(filters=8, depth=1)
     with pytest.raises(ValueError):
         model.predict(np.zeros((2, 28, 28, 3)), verbose=0)
+
+
+def _gelu(x):
+    return 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+
+
+def _batchnorm(x, gamma, beta, mean, variance, epsilon=1e-3):
+    return gamma * (x - mean) / np.sqrt(variance + epsilon) + beta
+
+
+def _forward_by_hand(model, image, patch_size, kernel_size):
+    """ConvMixer's forward pass on one image, written out in NumPy from the
+    paper's definition, reading the model's weights by layer name."""
+    def weights(name):
+        return [np.asarray(w, "float64") for w in model.get_layer(name).get_weights()]
+
+    x = np.asarray(image, "float64") / 255
+    kernel, bias = weights(STEM_CONV)
+    size = x.shape[0] // patch_size
+    patches = x.reshape(size, patch_size, size, patch_size, 3).transpose(0, 2, 1, 3, 4)
+    x = np.einsum("ijabc,abcf->ijf", patches, kernel) + bias
+    x = _batchnorm(_gelu(x), *weights("stem_bn"))
+    pad = (kernel_size - 1) // 2
+    for block in range(1, convmixer_config(model)["depth"] + 1):
+        residual = x
+        kernel, bias = weights(depthwise_conv_name(block))
+        padded = np.pad(x, ((pad, pad), (pad, pad), (0, 0)))
+        x = sum(padded[a:a + size, b:b + size] * kernel[a, b, :, 0]
+                for a in range(kernel_size) for b in range(kernel_size)) + bias
+        x = _batchnorm(_gelu(x), *weights(f"block{block}_depthwise_bn")) + residual
+        kernel, bias = weights(pointwise_conv_name(block))
+        x = x @ kernel[0, 0] + bias
+        x = _batchnorm(_gelu(x), *weights(f"block{block}_pointwise_bn"))
+    kernel, bias = weights(CLASSIFIER)
+    logits = x.mean(axis=(0, 1)) @ kernel + bias
+    return np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+
+
+def _randomize(model, rng):
+    """Random weights, including BatchNorm's gamma, beta and moving statistics."""
+    model.set_weights([
+        rng.uniform(0.1, 1.0, w.shape) if "variance" in w.path
+        else rng.normal(0, 0.5, w.shape) for w in model.weights
+    ])
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_the_architecture_is_the_papers(fused):
+    """The model's output equals a hand-written forward pass: patch embedding,
+    then per block depthwise conv -> GELU -> BN -> + residual, pointwise conv ->
+    GELU -> BN, then average pooling, a linear layer and softmax."""
+    model = build_convmixer(filters=4, depth=2, kernel_size=3, patch_size=2,
+                            image_size=8, fused=fused)
+    rng = np.random.default_rng(0)
+    _randomize(model, rng)
+    images = rng.integers(0, 256, (3, 8, 8, 3)).astype("uint8")
+    predicted = model.predict(images, verbose=0)
+    for image, probabilities in zip(images, predicted):
+        expected = _forward_by_hand(model, image, patch_size=2, kernel_size=3)
+        np.testing.assert_allclose(probabilities, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_a_block_without_spatial_mixing_passes_its_input_through():
+    """Zero depthwise kernel and BatchNorm scale and offset: the residual
+    connection alone carries the block's input to the pointwise convolution."""
+    model = build_convmixer(filters=8, depth=1, kernel_size=5, patch_size=4)
+    rng = np.random.default_rng(1)
+    _randomize(model, rng)
+    model.get_layer(depthwise_conv_name(1)).set_weights(
+        [np.zeros((5, 5, 8, 1)), np.zeros(8)])
+    bn = model.get_layer("block1_depthwise_bn")
+    bn.set_weights([np.zeros(8), np.zeros(8), *bn.get_weights()[2:]])
+    probe = keras.Model(model.input, [model.get_layer("stem_bn").output,
+                                      model.get_layer("block1_residual").output])
+    block_input, block_output = probe.predict(
+        rng.integers(0, 256, (2, 32, 32, 3)).astype("uint8"), verbose=0)
+    assert np.abs(block_input).max() > 0.1
+    np.testing.assert_allclose(block_output, block_input, atol=1e-6)

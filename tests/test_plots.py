@@ -126,3 +126,32 @@ def test_show_source_drops_the_docstring_but_keeps_the_signature():
     assert code.startswith("def plot_history(history):")
     assert "Training curves" not in code
     assert "plot_history" in code and "tight_layout" in code
+
+
+def test_confusion_matrix_puts_true_classes_in_rows():
+    confusion = np.zeros((10, 10), dtype=int)
+    confusion[3, 5] = 7  # seven cats predicted as dogs
+    confusion[5, 3] = 2
+    figure = plots.plot_confusion_matrix(confusion)
+    (ax,) = figure.axes
+    np.testing.assert_array_equal(ax.images[0].get_array(), confusion)
+    cell = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text()
+            for t in ax.texts}  # (row, column): the count written there
+    assert cell[(3, 5)] == "7" and cell[(5, 3)] == "2"
+    assert ax.get_yticklabels()[3].get_text() == "cat" and ax.get_ylabel() == "true class"
+    assert ax.get_xticklabels()[5].get_text() == "dog"
+
+
+def test_step_profile_stacks_the_parts_to_the_whole_step():
+    profile = {"Keras layers": {"step": 2.0, "convolutions": 1.2, "rest": 0.8},
+               "library": {"step": 1.0, "convolutions": 0.7, "rest": 0.3}}
+    figure = plots.plot_step_profile(profile)
+    (ax,) = figure.axes
+    bars = ax.patches
+    assert len(bars) == 4
+    for row, label in enumerate(profile):
+        widths = [b.get_width() for b in bars if round(b.get_y() + b.get_height() / 2) == row]
+        assert sum(widths) == pytest.approx(profile[label]["step"])
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(profile)
+    assert ax.get_xlabel() == "seconds per training step" and ax.get_title()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["convolutions", "rest"]

@@ -25,7 +25,17 @@ EXAMPLE_TEST_ACCURACY = 0.8369  # the Keras example's result
 
 
 def test_every_run_in_results_is_listed():
-    assert sorted(p.name for p in RESULTS.iterdir()) == sorted(RUNS)
+    assert sorted(p.name for p in RESULTS.iterdir() if p.is_dir()) == sorted(RUNS)
+
+
+def test_the_step_profile_adds_up():
+    profile = read_json(RESULTS / "step-profile.json")
+    assert profile["model"] == "ConvMixer-256/8" and profile["batch_size"] == 128
+    for seconds in profile["seconds_per_step"].values():
+        parts = [v for k, v in seconds.items() if k != "step"]
+        assert sum(parts) == pytest.approx(seconds["step"])
+    keras_layers, library = profile["seconds_per_step"].values()
+    assert library["step"] < keras_layers["step"]
 
 
 @pytest.mark.parametrize("run", RUNS)

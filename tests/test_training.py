@@ -51,6 +51,30 @@ def test_reloaded_checkpoint_gives_the_same_predictions(finished_run):
     )
 
 
+class _BreakTheLastEpoch(keras.callbacks.Callback):
+    """Before the last epoch: random weights and a learning rate of 0, so the
+    last epoch's validation accuracy falls to chance."""
+
+    def __init__(self, last):
+        super().__init__()
+        self.last = last
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.last:
+            rng = np.random.default_rng(9)
+            self.model.set_weights([rng.normal(0, 1, w.shape) for w in self.model.weights])
+            self.model.optimizer.learning_rate.assign(0.0)
+
+
+def test_the_kept_weights_are_the_best_epochs_not_the_last(tmp_path):
+    _, history, metrics = train_tiny(tmp_path, epochs=3, callbacks=[_BreakTheLastEpoch(2)])
+    best = max(h["val_accuracy"] for h in history)
+    assert history[-1]["val_accuracy"] < best  # the run's best epoch is not its last
+    assert metrics["best_epoch"] < 3
+    x_val, y_val = easy_data(128, 1)
+    assert evaluate(load_run_model(tmp_path), x_val, y_val)["accuracy"] == pytest.approx(best)
+
+
 def test_reloaded_checkpoint_is_the_best_epoch(finished_run):
     run_dir, _, history, metrics = finished_run
     x_val, y_val = easy_data(128, 1)
@@ -77,6 +101,27 @@ def test_interrupted_run_resumes_after_its_last_finished_epoch(tmp_path):
     assert [s["epochs"] for s in metrics["segments"]] == [[1, 2], [3, 4]]
 
 
+def test_evaluate_on_a_constant_predictor_with_unbalanced_labels():
+    """A model that always answers "cat" on 6 cats, 3 automobiles and 1 airplane."""
+    inputs = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    bias = np.full(10, -5.0)
+    bias[3] = 5.0
+    outputs = keras.layers.Dense(10, activation="softmax", kernel_initializer="zeros",
+                                 bias_initializer=keras.initializers.Constant(bias))(pooled)
+    always_cat = keras.Model(inputs, outputs)
+    labels = np.array([3] * 6 + [1] * 3 + [0])
+    results = evaluate(always_cat, np.zeros((10, 32, 32, 3), np.uint8), labels)
+    assert results["accuracy"] == pytest.approx(0.6)
+    expected = [0.0] * 10
+    expected[3] = 1.0  # every cat right; automobiles and the airplane wrong
+    assert results["per_class_accuracy"] == expected
+    confusion = np.array(results["confusion_matrix"])
+    assert confusion[3, 3] == 6 and confusion[1, 3] == 3 and confusion[0, 3] == 1
+    assert confusion.sum() == 10
+    assert set(results["predictions"]) == {3}
+
+
 def test_evaluate_counts_every_image():
     model = build_convmixer(**TINY)
     x, y = easy_data(50, 3)
@@ -100,6 +145,21 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero(tmp_path):
     assert metrics["schedule"] == "cosine"
     assert int(model.optimizer.iterations) == 2 * 8  # 512 images in batches of 64
     assert float(model.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)
+
+
+class _RateAtEpochEnd(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.rates = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rates.append(float(self.model.optimizer.learning_rate))
+
+
+def test_cosine_schedule_is_at_half_the_rate_halfway_through_the_run(tmp_path):
+    rates = _RateAtEpochEnd()
+    train_tiny(tmp_path, epochs=2, schedule="cosine", callbacks=[rates])
+    assert rates.rates[0] == pytest.approx(3e-3 / 2, rel=1e-4)  # after 8 of 16 steps
+    assert rates.rates[1] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_constant_schedule_keeps_the_learning_rate(finished_run):
