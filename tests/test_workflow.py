@@ -1,15 +1,20 @@
 """The GitHub Actions workflow that tests and publishes the book: valid, and
 running the same commands as the README and CI."""
 
+import os
 import pathlib
 import shutil
 import subprocess
+import sys
 
 import pytest
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / ".github" / "workflows" / "book.yml"
+# Installed beside this Python (the virtual environment), or anywhere on PATH.
+ACTIONLINT = shutil.which(
+    "actionlint", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
 
 
 def _runs(job):
@@ -20,10 +25,10 @@ def _uses(job):
     return [step["uses"].split("@")[0] for step in job["steps"] if "uses" in step]
 
 
-@pytest.mark.skipif(shutil.which("actionlint") is None,
+@pytest.mark.skipif(ACTIONLINT is None,
                     reason="needs actionlint (requirements.txt installs it)")
 def test_actionlint_accepts_the_workflow():
-    result = subprocess.run(["actionlint", "-no-color", str(WORKFLOW)],
+    result = subprocess.run([ACTIONLINT, "-no-color", str(WORKFLOW)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
