@@ -18,7 +18,7 @@ of every pair, and last `training speedup: N.NN× (median of K pairs, range A–
 It warns when other processes used the CPU while it measured, and when the
 machine's own speed (a fixed matrix product timed in every process) varied.
 
-    python benchmarks/throughput.py                      # ConvMixer-256/8, 3 pairs
+    python benchmarks/throughput.py                      # ConvMixer-256/8, 5 pairs
     python benchmarks/throughput.py --pairs 1 --steps 1 --filters 32 --depth 1   # quick check
 
 Images come from CIFAR-10's training set when `--data` or `$CIFAR10_PATH`
@@ -269,8 +269,10 @@ def drive(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=positive, default=3, help="example/library pairs (default 3)")
-    parser.add_argument("--steps", type=positive, default=20, help="timed training steps (default 20)")
+    parser.add_argument("--pairs", type=positive, default=5,
+                        help="example/library pairs (default 5)")
+    parser.add_argument("--steps", type=positive, default=10,
+                        help="timed training steps (default 10)")
     parser.add_argument("--warmup-steps", type=positive, default=2, help="untimed steps first (default 2)")
     parser.add_argument("--batch-size", type=positive, default=128)
     parser.add_argument("--filters", type=positive, default=256)
