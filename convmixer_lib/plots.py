@@ -1,7 +1,9 @@
 """Figures of the book: images, learned filters, training curves, test results.
 
-Every function returns a `matplotlib.figure.Figure` with a title, so a notebook
-can show it and a test can count its panels (`len(figure.axes)`).
+Every function returns a `matplotlib.figure.Figure` with a title (over the
+figure, or over each of its panels), labelled axes and class names rather than
+indices, so a notebook can show it and a test can count its panels
+(`len(figure.axes)`).
 """
 
 import math
@@ -28,7 +30,7 @@ def _grid(count, columns, panel_size):
     return figure, axes.flat[:count]
 
 
-def plot_images(images, titles=None, columns=8, title=None):
+def plot_images(images, titles=None, columns=8, title="Images"):
     """Show uint8 images `(n, h, w, 3)` in a grid, one panel each, with optional
     per-image `titles` (n strings) and a figure `title`."""
     images = np.asarray(images)
@@ -37,13 +39,12 @@ def plot_images(images, titles=None, columns=8, title=None):
         ax.imshow(images[i].astype(np.uint8))
         if titles is not None:
             ax.set_title(titles[i], fontsize=8)
-    if title:
-        figure.suptitle(title)
+    figure.suptitle(title)
     figure.tight_layout()
     return figure
 
 
-def plot_filter_grid(weights, columns=16, title=None):
+def plot_filter_grid(weights, columns=16, title="Filters"):
     """Show convolution filters, one panel per filter.
 
     Args:

@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import subprocess
@@ -103,20 +104,43 @@ def test_layer_matches_keras_gelu_then_batchnorm(training):
     assert training == (not np.allclose(layer.moving_mean, stats[2]))
 
 
-@pytest.mark.parametrize("training", [True, False])
-def test_plain_tensorflow_fallback_matches_the_op(training, op):
-    rng = np.random.default_rng(2)
-    z = tf.constant(rng.normal(0, 2, (4, 6, 6, 8)), tf.float32)
-    layer = GeluBatchNorm()
-    layer.build(z.shape)
-    layer.set_weights([rng.uniform(0.5, 1.5, 8), rng.normal(0, 0.2, 8),
-                       rng.normal(0.3, 0.2, 8), rng.uniform(0.1, 1.0, 8)])
-    fallback = layer._call_plain(z, training)
-    outputs = op.gelu_batch_norm(
-        z, layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance,
-        epsilon=layer.epsilon, is_training=training)
-    for e, a in zip(fallback, outputs):
-        np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5)
+# Trains a small fast model for two steps and prints its predictions and weights.
+_FAST_MODEL_RUN = textwrap.dedent("""
+    import json
+    import keras, numpy as np
+    from convmixer_lib import ops
+    from convmixer_lib.model import build_convmixer
+    keras.utils.set_random_seed(0)
+    model = build_convmixer(filters=16, depth=2, kernel_size=5, patch_size=4, fused=True)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-2), loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (32, 32, 32, 3)).astype("uint8")
+    labels = rng.integers(0, 10, (32, 1))
+    for _ in range(2):
+        model.train_on_batch(images, labels)
+    print(json.dumps({"op": ops.op_library() is not None,
+                      "predictions": model.predict(images, verbose=0).tolist(),
+                      "weights": [w.tolist() for w in model.get_weights()]}))
+""")
+
+
+def _fast_model_run(env):
+    result = subprocess.run([sys.executable, "-c", _FAST_MODEL_RUN], env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_plain_tensorflow_fallback_trains_like_the_ops(op, tmp_path):
+    """The same fast model, once with the C++ ops and once without a compiler
+    (plain TensorFlow): the same weights and predictions after two steps."""
+    with_ops = _fast_model_run(dict(os.environ))
+    without = _fast_model_run({**os.environ, "CXX": "no-such-compiler",
+                               "CONVMIXER_OP_CACHE": str(tmp_path)})
+    assert with_ops["op"] and not without["op"]
+    np.testing.assert_allclose(without["predictions"], with_ops["predictions"], atol=1e-4)
+    for a, b in zip(with_ops["weights"], without["weights"], strict=True):
+        np.testing.assert_allclose(np.array(b), np.array(a), atol=1e-4)
 
 
 def test_op_refuses_statistics_of_the_wrong_size(op):

@@ -119,6 +119,7 @@ def test_images_grid_has_a_panel_per_image():
     images = np.zeros((12, 32, 32, 3), dtype=np.uint8)
     figure = plots.plot_images(images, titles=[str(i) for i in range(12)], columns=5)
     assert len(figure.axes) == 12
+    assert figure._suptitle.get_text() == "Images"  # every figure has a title
 
 
 def test_show_source_drops_the_docstring_but_keeps_the_signature():
