@@ -16,6 +16,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
 RECORD := $(abspath results/convmixer-256-8)
 BOOK_RUN := $(abspath _build/runs/book)
 BOOK_03_training := -p DEMO_DIR $(BOOK_RUN)
+BOOK_05_explain := -p EXPORT_DIR $(abspath _build/runs/export)
 
 # The tests run every notebook with tiny parameters, from tests/notebooks/.
 TEST_RUN := $(abspath _build/runs/test)
@@ -24,6 +25,8 @@ TEST_03_training := -p DEMO_EPOCHS 1 -p DEMO_TRAIN_SIZE 256 -p EVAL_SIZE 256 \
   -p DEMO_DIR $(TEST_RUN) -p RECORD_DIR $(RECORD)
 TEST_04_filters := -p RUN_DIR $(RECORD) -p CHANNELS 8
 TEST_02_model := -p PROFILE $(abspath results/step-profile.json)
+TEST_05_explain := -p RECORD_DIR $(RECORD) -p EVAL_SIZE 256 -p GALLERY 3 \
+  -p EXPORT_DIR $(abspath _build/runs/test-export)
 
 # $(call papermill,OPTIONS,OUTPUT_DIR,PARAMETER_PREFIX): one papermill command per
 # notebook, in order, with the parameters $(PREFIX_<notebook name>).

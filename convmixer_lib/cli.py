@@ -1,4 +1,4 @@
-"""Command line: `python -m convmixer_lib train|evaluate`, so a full run needs no notebook."""
+"""Command line: `python -m convmixer_lib train|evaluate|predict`, so no step needs a notebook."""
 
 import argparse
 import shlex
@@ -8,6 +8,7 @@ import keras
 
 from .checks import positive_int_argument
 from .data import load_splits, make_dataset
+from .explain import predict_images
 from .model import build_convmixer
 from .rundir import load_run_model
 from .training import SCHEDULES, distribution, evaluate, run_experiment
@@ -60,20 +61,31 @@ def evaluate_command(args, argv):
     print(f"Test accuracy: {100 * results['accuracy']:.2f}%")
 
 
+def predict_command(args, argv):
+    model = load_run_model(args.run_dir)  # plain layers: no op to compile for a few images
+    for result in predict_images(model, args.images, top=args.top, flips=args.flips):
+        if result["note"]:
+            print(f"note: {result['note']}")
+        shown = ", ".join(f"{name} {probability:.1%}" for name, probability in result["top"])
+        print(f"{result['path']}: {shown}")
+
+
 def _parser():
     parser = argparse.ArgumentParser(
         prog="python -m convmixer_lib",
         description="Train and evaluate ConvMixer on CIFAR-10.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)  # options of every command
-    common.add_argument("--run-dir", required=True, help="the run directory")
-    common.add_argument("--data", help="cifar-10-python.tar.gz or its extracted folder "
-                        "(default: $CIFAR10_PATH, else Keras' download)")
-    common.add_argument("--batch-size", type=positive_int_argument, default=128, help="default: 128")
+    run_dir = argparse.ArgumentParser(add_help=False)  # options of every command
+    run_dir.add_argument("--run-dir", required=True, help="the run directory")
+    data = argparse.ArgumentParser(add_help=False)  # options of the commands that read CIFAR-10
+    data.add_argument("--data", help="cifar-10-python.tar.gz or its extracted folder "
+                      "(default: $CIFAR10_PATH, else Keras' download)")
+    data.add_argument("--batch-size", type=positive_int_argument, default=128,
+                      help="default: 128")
 
     t = commands.add_parser(
-        "train", parents=[common], help="train, keep the best epoch, test it",
+        "train", parents=[run_dir, data], help="train, keep the best epoch, test it",
         description="Train ConvMixer as the Keras example does. Rerun the same "
         "command to resume an interrupted run; a finished run is never overwritten "
         "unless --overwrite is given.")
@@ -102,10 +114,22 @@ def _parser():
     t.set_defaults(run=train_command)
 
     e = commands.add_parser(
-        "evaluate", parents=[common], help="evaluate a run's best weights on the test set",
+        "evaluate", parents=[run_dir, data], help="evaluate a run's best weights on the test set",
         description="Evaluate the best weights of a run directory on the 10,000 "
         "CIFAR-10 test images.")
     e.set_defaults(run=evaluate_command)
+
+    p = commands.add_parser(
+        "predict", parents=[run_dir], help="classify image files with a run's best weights",
+        description="Classify PNG or JPEG files of any size (resized to the model's "
+        "32x32 pixels) with the best weights of a run directory; print the most "
+        "probable classes of each.")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--top", type=positive_int_argument, default=3,
+                   help="classes to print per image (default: 3)")
+    p.add_argument("--flips", action="store_true",
+                   help="average each image's prediction with its mirror image's")
+    p.set_defaults(run=predict_command)
     return parser
 
 

@@ -229,6 +229,47 @@ def plot_predictions(images, labels, predictions, class_names=CLASS_NAMES,
     return figure
 
 
+def plot_saliency(images, maps, row_titles, title="Where the model looks"):
+    """Each image beside its saliency maps: one row per image, one column per map.
+
+    Args:
+        images: uint8 array `(n, h, w, 3)`.
+        maps: dict mapping a column title (e.g. "block 8") to an array
+            `(n, gh, gw)` of maps in 0–1 (or any real values for a diverging
+            map: negative ones are shown in blue), drawn over the image
+            stretched to its size.
+        row_titles: n strings, shown left of each row (e.g. the prediction).
+        title: the figure's title.
+    """
+    images = np.asarray(images)
+    n, height, width, _ = images.shape
+    columns = 1 + len(maps)
+    figure, axes = plt.subplots(n, columns, figsize=(1.6 * columns + 1.2, 1.6 * n),
+                                squeeze=False)
+    for row in range(n):
+        axes[row, 0].imshow(images[row])
+        axes[row, 0].set_ylabel(row_titles[row], fontsize=8, rotation=0, ha="right",
+                                va="center")
+        for column, (label, values) in enumerate(maps.items(), start=1):
+            values = np.asarray(values)[row]
+            limit = max(np.abs(values).max(), 1e-12)
+            signed = values.min() < 0
+            axes[row, column].imshow(images[row], alpha=0.45)
+            axes[row, column].imshow(
+                values, cmap="RdBu_r" if signed else "inferno", alpha=0.6,
+                vmin=-limit if signed else 0, vmax=limit, extent=(-0.5, width - 0.5, height - 0.5, -0.5),
+                interpolation="bilinear")
+            if row == 0:
+                axes[row, column].set_title(label, fontsize=9)
+    axes[0, 0].set_title("image", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
 def plot_step_profile(seconds_per_step, title="Where a training step's time goes"):
     """Seconds per training step split into parts, one stacked horizontal bar per
     layer set: `seconds_per_step` maps a label (e.g. "Keras layers") to a dict

@@ -156,3 +156,15 @@ def test_step_profile_stacks_the_parts_to_the_whole_step():
     assert [t.get_text() for t in ax.get_yticklabels()] == list(profile)
     assert ax.get_xlabel() == "seconds per training step" and ax.get_title()
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["convolutions", "rest"]
+
+
+def test_saliency_has_the_image_and_each_map_in_every_row():
+    images = np.zeros((3, 32, 32, 3), dtype=np.uint8)
+    maps = {"block 1": np.random.default_rng(0).random((3, 16, 16)),
+            "occlusion": np.random.default_rng(1).normal(size=(3, 15, 15))}
+    figure = plots.plot_saliency(images, maps, ["cat", "dog", "ship"])
+    assert len(figure.axes) == 9
+    assert [ax.get_title() for ax in figure.axes[:3]] == ["image", "block 1", "occlusion"]
+    assert [figure.axes[3 * r].get_ylabel() for r in range(3)] == ["cat", "dog", "ship"]
+    assert figure.axes[2].images[1].get_cmap().name == "RdBu_r"  # signed: diverging
+    assert figure._suptitle.get_text()

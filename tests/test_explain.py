@@ -1,0 +1,207 @@
+"""Grad-CAM, occlusion, image files, flips and export, each on an input with a
+known answer."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import TINY
+from convmixer_lib.cli import main
+from convmixer_lib.data import CLASS_NAMES
+from convmixer_lib.explain import (
+    export_model,
+    grad_cam,
+    load_image,
+    occlusion_sensitivity,
+    predict_images,
+    predict_with_flips,
+)
+from convmixer_lib.model import build_convmixer, convmixer_config
+from convmixer_lib.rundir import save_plain_weights, write_json
+
+
+def _red_detector():
+    """8x8 images -> features = the image itself (layer "features") -> mean ->
+    class 0's logit is the mean of red; class 1's is 0."""
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    identity = keras.initializers.Constant(np.eye(3).reshape(1, 1, 3, 3))
+    features = keras.layers.Conv2D(3, 1, use_bias=False, name="features",
+                                   kernel_initializer=identity)(x)
+    pooled = keras.layers.GlobalAveragePooling2D()(features)
+    classifier = keras.layers.Dense(2, activation="softmax")
+    outputs = classifier(pooled)
+    model = keras.Model(inputs, outputs)
+    classifier.set_weights([np.array([[8.0, 0], [0, 0], [0, 0]]), np.zeros(2)])
+    return model
+
+
+def test_grad_cam_of_a_red_detector_is_the_red_channel():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 8, 8, 3)).astype("uint8")
+    maps = grad_cam(_red_detector(), images, "features", class_index=0)
+    red = images[..., 0].astype("float32")
+    np.testing.assert_allclose(maps, red / red.max(axis=(1, 2), keepdims=True), atol=1e-5)
+    # Class 1's logit does not depend on the image: nothing raises it.
+    assert not grad_cam(_red_detector(), images, "features", class_index=1).any()
+
+
+def test_occlusion_drops_the_probability_only_where_the_evidence_is():
+    image = np.zeros((1, 8, 8, 3), "uint8")
+    image[0, :4, :4, 0] = 255  # red in the top-left quarter only
+    drops = occlusion_sensitivity(_red_detector(), image, class_index=0,
+                                  patch_size=4, stride=4, fill=0)
+    assert drops.shape == (1, 2, 2)
+    assert drops[0, 0, 0] > 0.1
+    np.testing.assert_array_equal(drops[0].ravel()[1:], 0)
+
+
+def test_grad_cam_on_convmixer_has_the_grid_of_every_block():
+    model = build_convmixer(filters=8, depth=2, kernel_size=3, patch_size=2)
+    images = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3)).astype("uint8")
+    for layer in ("block1_residual", "block2_pointwise_bn"):
+        maps = grad_cam(model, images, layer)
+        assert maps.shape == (2, 16, 16) and maps.max() <= 1 and maps.min() >= 0
+    with pytest.raises(ValueError, match="class_index"):
+        grad_cam(model, images, "block1_residual", class_index=10)
+
+
+def test_a_64_pixel_png_of_an_image_loads_back_as_the_image(tmp_path):
+    image = np.random.default_rng(2).integers(0, 256, (32, 32, 3)).astype("uint8")
+    path = tmp_path / "big.png"
+    Image.fromarray(image.repeat(2, axis=0).repeat(2, axis=1)).save(path)
+    loaded, note = load_image(path)
+    np.testing.assert_array_equal(loaded, image)  # each 2x2 block averages to itself
+    assert note == "big.png: it was resized from 64×64 to 32×32 pixels."
+
+
+def test_greyscale_and_transparent_images_are_converted_with_a_note(tmp_path):
+    grey = tmp_path / "grey.png"
+    Image.fromarray(np.full((32, 32), 77, "uint8"), mode="L").save(grey)
+    loaded, note = load_image(grey)
+    assert loaded.shape == (32, 32, 3) and (loaded == 77).all()
+    assert "L pixels were converted to RGB" in note
+    rgba = np.zeros((32, 32, 4), "uint8")
+    rgba[:16, :, :3] = [200, 0, 0]
+    rgba[:16, :, 3] = 255  # top half opaque red, bottom half fully transparent
+    clear = tmp_path / "clear.png"
+    Image.fromarray(rgba, mode="RGBA").save(clear)
+    loaded, note = load_image(clear)
+    assert (loaded[:16] == [200, 0, 0]).all() and (loaded[16:] == 255).all()
+    assert "alpha channel" in note
+
+
+def test_bad_image_files_get_one_line(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.png"):
+        load_image(tmp_path / "nothing.png")
+    text = tmp_path / "notes.png"
+    text.write_text("not a picture")
+    with pytest.raises(ValueError) as error:
+        load_image(text)
+    assert "notes.png" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_flips_average_an_image_and_its_mirror():
+    model = build_convmixer(**TINY)
+    images = np.random.default_rng(3).integers(0, 256, (4, 32, 32, 3)).astype("uint8")
+    expected = (model.predict(images, verbose=0)
+                + model.predict(images[:, :, ::-1], verbose=0)) / 2
+    np.testing.assert_allclose(predict_with_flips(model, images), expected, rtol=1e-5)
+    symmetric = np.concatenate([images[:, :, :16], images[:, :, :16][:, :, ::-1]], axis=2)
+    np.testing.assert_allclose(predict_with_flips(model, symmetric),
+                               model.predict(symmetric, verbose=0), rtol=1e-5)
+
+
+def _run_dir(tmp_path):
+    model = build_convmixer(**TINY)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    write_json(run_dir / "config.json", convmixer_config(model))
+    save_plain_weights(model, str(run_dir / "best.weights.h5"))
+    return model, run_dir
+
+
+def test_predict_prints_the_top_classes_of_each_file(tmp_path, capsys):
+    model, run_dir = _run_dir(tmp_path)
+    image = np.random.default_rng(4).integers(0, 256, (32, 32, 3)).astype("uint8")
+    Image.fromarray(image).save(tmp_path / "a.png")
+    Image.fromarray(image).convert("L").save(tmp_path / "b.jpg")
+    main(["predict", "--run-dir", str(run_dir), str(tmp_path / "a.png"),
+          str(tmp_path / "b.jpg")])
+    lines = capsys.readouterr().out.strip().splitlines()
+    probabilities = model.predict(image[None], verbose=0)[0]
+    best = np.argsort(-probabilities)[:3]
+    expected = ", ".join(f"{CLASS_NAMES[i]} {probabilities[i]:.1%}" for i in best)
+    assert lines[0] == f"{tmp_path / 'a.png'}: {expected}"
+    assert lines[1].startswith("note: b.jpg: its L pixels were converted to RGB")
+    assert lines[2].startswith(f"{tmp_path / 'b.jpg'}: ")
+    results = predict_images(model, [tmp_path / "a.png"], top=10)
+    assert [name for name, _ in results[0]["top"]] == [CLASS_NAMES[i] for i in
+                                                      np.argsort(-probabilities, kind="stable")]
+
+
+@pytest.mark.parametrize("problem", ["no weights", "not an image", "missing image"])
+def test_predict_refuses_bad_input_in_one_line(tmp_path, capsys, problem):
+    _, run_dir = _run_dir(tmp_path)
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), "uint8")).save(image)
+    if problem == "no weights":
+        (run_dir / "best.weights.h5").unlink()
+    elif problem == "not an image":
+        image.write_text("hello")
+    else:
+        image = tmp_path / "missing.png"
+    with pytest.raises(SystemExit) as exit:
+        main(["predict", "--run-dir", str(run_dir), str(image)])
+    assert exit.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and "\n" not in error
+
+
+_LOAD_EXPORTED = textwrap.dedent("""
+    import json, sys
+    import numpy as np, keras, tensorflow as tf
+    directory, images = sys.argv[1], np.load(sys.argv[2])
+    from_keras = keras.saving.load_model(directory + "/model.keras").predict(images, verbose=0)
+    loaded = tf.saved_model.load(directory + "/saved_model")  # kept: serve() needs it
+    served = loaded.serve(tf.constant(images, tf.float32)).numpy()
+    print(json.dumps({"keras": from_keras.tolist(), "saved_model": served.tolist(),
+                      "library": "convmixer_lib" in sys.modules}))
+""")
+
+
+def test_exported_files_load_and_agree_in_a_fresh_process(tmp_path):
+    model = build_convmixer(**TINY)
+    images = np.random.default_rng(5).integers(0, 256, (4, 32, 32, 3)).astype("uint8")
+    np.save(tmp_path / "images.npy", images)
+    export_model(model, tmp_path / "export")
+    result = subprocess.run(
+        [sys.executable, "-c", _LOAD_EXPORTED, str(tmp_path / "export"),
+         str(tmp_path / "images.npy")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    expected = model.predict(images, verbose=0)
+    np.testing.assert_allclose(loaded["keras"], expected, atol=1e-6)
+    np.testing.assert_allclose(loaded["saved_model"], expected, atol=1e-6)
+    assert not loaded["library"]  # neither file needs the library
+
+
+def test_predict_on_a_64_pixel_png_of_a_test_image_gives_the_records_prediction(
+        real_cifar10, tmp_path, capsys):
+    from convmixer_lib.rundir import load_run_model
+    from test_record import RECORD
+
+    _, (x_test, _) = real_cifar10
+    path = tmp_path / "test_image_0.png"
+    Image.fromarray(x_test[0].repeat(2, axis=0).repeat(2, axis=1)).save(path)
+    probabilities = load_run_model(RECORD).predict(x_test[:1], verbose=0)[0]
+    main(["predict", "--run-dir", str(RECORD), str(path)])
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    best = int(np.argmax(probabilities))
+    assert printed.split(": ", 1)[1].startswith(f"{CLASS_NAMES[best]} {probabilities[best]:.1%}")
