@@ -27,7 +27,8 @@ CHROMEDRIVER = shutil.which("chromedriver") or shutil.which(
     "chromedriver", path=os.environ.get("CHROMEWEBDRIVER", ""))
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 TOC = yaml.safe_load((ROOT / "book" / "_toc.yml").read_text())
-CHAPTERS = [pathlib.Path(entry["file"]).name for entry in TOC["chapters"]]
+CHAPTERS = [pathlib.Path(entry["file"]).name for entry in TOC["chapters"]
+            if entry["file"].startswith("notebooks/")]
 
 pytestmark = [
     pytest.mark.skipif(not (HTML / "index.html").exists(),
@@ -166,3 +167,33 @@ def test_search_finds_convmixer(site, browser):
     summary = WebDriverWait(browser, 30).until(finished_summary)
     results = browser.find_elements("css selector", "#search-results li")
     assert len(results) >= 4, summary
+
+
+def test_references_list_every_cited_work_and_a_citation_leads_there(site, browser):
+    import re
+
+    bib = (ROOT / "book" / "references.bib").read_text()
+    keys = re.findall(r"^@\w+\{([^,]+),", bib, flags=re.MULTILINE)
+    sources = (ROOT / "book" / "intro.md").read_text() + "".join(
+        path.read_text() for path in sorted((ROOT / "notebooks").glob("*.ipynb")))
+    cited = set(re.findall(r"\{cite\}`([^`]+)`", sources))
+    assert cited == set(keys)  # every entry is cited, every citation has an entry
+    browser.get(f"{site}/book/references.html")
+    text = browser.find_element("tag name", "main").text
+    assert "Patches Are All You Need?" in text and "Grad-CAM" in text
+    browser.get(f"{site}/notebooks/02_model.html")
+    citation = next(a for a in browser.find_elements("css selector", "main a")
+                    if "references.html" in (a.get_attribute("href") or ""))
+    browser.get(citation.get_attribute("href"))
+    assert browser.current_url.split("#")[0].endswith("/book/references.html")
+    assert "Trockman" in browser.find_element("tag name", "main").text
+
+
+def test_a_cross_link_leads_to_the_chapter_it_names(site, browser):
+    browser.get(f"{site}/notebooks/03_training.html")
+    link = next(a for a in browser.find_elements("css selector", "main a")
+                if a.text.strip() == "Chapter 1")
+    browser.get(link.get_attribute("href"))
+    assert browser.current_url.split("#")[0].endswith("/notebooks/01_data.html")
+    assert browser.find_element("css selector", "article section h1").text.startswith("1.")
+

@@ -1,4 +1,5 @@
-"""The Colab cell of every notebook: in Colab it clones the book and installs the pinned versions."""
+"""Every notebook: its Colab cell (in Colab it clones the book and installs the
+pinned versions), and its closing exercises."""
 
 import json
 import os
@@ -75,3 +76,16 @@ def test_colab_cell_clones_the_book_and_installs_the_pinned_versions(path, monke
         assert f"{package}=={pins[package]}" in install
     # The notebooks then find ../results/ as they do in a local checkout.
     assert directories == [os.path.join(checkout, "notebooks")]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_chapter_ends_with_exercises(path):
+    cells = json.loads(path.read_text())["cells"]
+    headings = ["".join(c["source"]).splitlines()[0] for c in cells
+                if c["cell_type"] == "markdown"]
+    assert headings[-1] == "## Exercises"
+    exercises = "".join(next(c for c in reversed(cells) if c["cell_type"] == "markdown")["source"])
+    assert 3 <= sum(line[:3] in {f"{n}. " for n in range(1, 7)}
+                    for line in exercises.splitlines()) <= 6
+    solutions = [c for c in cells if "hide-cell" in c["metadata"].get("tags", [])]
+    assert solutions and all(c["cell_type"] == "code" for c in solutions)
