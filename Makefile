@@ -15,8 +15,9 @@ NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
 # trains a short live run into _build/runs/.
 RECORD := $(abspath results/convmixer-256-8)
 BOOK_RUN := $(abspath _build/runs/book)
-BOOK_03_training := -p DEMO_DIR $(BOOK_RUN)
-BOOK_05_explain := -p EXPORT_DIR $(abspath _build/runs/export)
+# Paths relative to notebooks/ (papermill's --cwd): the rendered pages show them.
+BOOK_03_training := -p DEMO_DIR ../_build/runs/book
+BOOK_05_explain := -p EXPORT_DIR ../_build/runs/export
 
 # The tests run every notebook with tiny parameters, from tests/notebooks/.
 TEST_RUN := $(abspath _build/runs/test)
@@ -53,7 +54,7 @@ $(IPYTHONDIR)/profile_default/ipython_kernel_config.py:
 	echo "c.IPKernelApp.capture_fd_output = False" > $@
 
 book: $(STAMP) $(IPYTHONDIR)/profile_default/ipython_kernel_config.py
-	rm -rf $(SRC) $(HTML) $(BOOK_RUN)
+	rm -rf $(SRC) $(HTML) $(BOOK_RUN) _build/runs/export
 	mkdir -p $(SRC)/notebooks
 	cp -r _config.yml book $(SRC)/
 	$(call papermill,--cwd notebooks,$(SRC)/notebooks,BOOK)

@@ -200,5 +200,11 @@ def export_model(model, directory):
     keras_path = os.path.join(directory, "model.keras")
     saved_model_path = os.path.join(directory, "saved_model")
     model.save(keras_path)
-    model.export(saved_model_path, verbose=False)
+    logger = tf.get_logger()  # TensorFlow logs every asset it writes at INFO level
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        model.export(saved_model_path, verbose=False)
+    finally:
+        logger.setLevel(level)
     return keras_path, saved_model_path
