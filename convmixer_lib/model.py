@@ -94,10 +94,10 @@ def build_convmixer(
     x = layers.Conv2D(filters, patch_size, strides=patch_size, name=STEM_CONV)(x)
     x = _gelu_batchnorm(x, "stem", fused, synchronized)
 
+    depthwise = DepthwiseConv if fused else layers.DepthwiseConv2D
     for block in range(1, depth + 1):
         # Mix space: one large kernel per channel, with a residual connection.
         residual = x
-        depthwise = DepthwiseConv if fused else layers.DepthwiseConv2D
         x = depthwise(kernel_size, padding="same", name=depthwise_conv_name(block))(x)
         x = _gelu_batchnorm(x, f"block{block}_depthwise", fused, synchronized)
         x = layers.Add(name=f"block{block}_residual")([x, residual])

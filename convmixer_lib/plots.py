@@ -257,8 +257,8 @@ def plot_saliency(images, maps, row_titles, title="Where the model looks"):
             axes[row, column].imshow(images[row], alpha=0.45)
             axes[row, column].imshow(
                 values, cmap="RdBu_r" if signed else "inferno", alpha=0.6,
-                vmin=-limit if signed else 0, vmax=limit, extent=(-0.5, width - 0.5, height - 0.5, -0.5),
-                interpolation="bilinear")
+                vmin=-limit if signed else 0, vmax=limit, interpolation="bilinear",
+                extent=(-0.5, width - 0.5, height - 0.5, -0.5))  # stretched over the image
             if row == 0:
                 axes[row, column].set_title(label, fontsize=9)
     axes[0, 0].set_title("image", fontsize=9)

@@ -67,6 +67,17 @@ def run_state(run_dir):
     return "new"
 
 
+def _now():
+    """The current UTC time, to the second, as ISO 8601 text."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _finished_run(metrics):
+    """"finished run of N epochs (test accuracy X%)", from metrics.json."""
+    return (f"finished run of {metrics.get('epochs')} epochs (test accuracy "
+            f"{100 * metrics.get('test_accuracy', math.nan):.2f}%)")
+
+
 def _flatten(settings, prefix=""):
     flat = {}
     for key, value in settings.items():
@@ -98,12 +109,10 @@ def check_start(run_dir, settings, overwrite=False):
     if state == "new" or overwrite:
         return
     if state == "finished":
-        metrics = read_json(os.path.join(run_dir, METRICS))
         raise ValueError(
-            f"{run_dir!r} holds a finished run ({metrics.get('epochs')} epochs, test "
-            f"accuracy {100 * metrics.get('test_accuracy', math.nan):.2f}%): train into "
-            "a new run directory, or overwrite (--overwrite, overwrite=True) to "
-            "discard its weights and records."
+            f"{run_dir!r} holds a {_finished_run(read_json(os.path.join(run_dir, METRICS)))}: "
+            "train into a new run directory, or overwrite (--overwrite, overwrite=True) "
+            "to discard its weights and records."
         )
     run_file = os.path.join(run_dir, RUN)
     if not os.path.exists(run_file):
@@ -145,8 +154,7 @@ def _lock(run_dir):
             ) from None
         f.seek(0)
         f.truncate()
-        started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        f.write(f"process {os.getpid()} on {platform.node()} since {started}\n")
+        f.write(f"process {os.getpid()} on {platform.node()} since {_now()}\n")
         f.flush()
         try:
             yield
@@ -184,8 +192,7 @@ def training_run(run_dir, model, settings, details=None, overwrite=False):
             "settings": settings, "segments": []}
         segment = {
             "segment": len(run["segments"]) + 1,
-            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                timespec="seconds"),
+            "started": _now(),
             "environment": environment(),
             **(details or {}),
         }
@@ -197,9 +204,7 @@ def training_run(run_dir, model, settings, details=None, overwrite=False):
 
 def _describe(run_dir):
     if run_state(run_dir) == "finished":
-        metrics = read_json(os.path.join(run_dir, METRICS))
-        return (f"its finished run of {metrics.get('epochs')} epochs (test accuracy "
-                f"{100 * metrics.get('test_accuracy', math.nan):.2f}%)")
+        return f"its {_finished_run(read_json(os.path.join(run_dir, METRICS)))}"
     history_file = os.path.join(run_dir, HISTORY)
     epochs = len(read_json(history_file)) if os.path.exists(history_file) else 0
     return f"its unfinished run ({epochs} finished epochs)"

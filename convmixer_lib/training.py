@@ -135,6 +135,7 @@ def _test_record(model, test_data, history, run_dir, settings, details):
     test_images, test_labels = test_data
     results = evaluate(model, test_images, test_labels)
     best = max(history, key=lambda h: h["val_accuracy"])
+    run_segments = segments(run_dir, history)
     return {
         "test_loss": results["loss"],
         "test_accuracy": results["accuracy"],
@@ -145,8 +146,8 @@ def _test_record(model, test_data, history, run_dir, settings, details):
         "best_val_accuracy": best["val_accuracy"],
         "seconds_per_epoch": [h["seconds"] for h in history],
         **settings,
-        "environment": segments(run_dir, history)[-1]["environment"],
-        "segments": segments(run_dir, history),
+        "environment": run_segments[-1]["environment"],
+        "segments": run_segments,
         **(details or {}),
     }
 

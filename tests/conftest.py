@@ -3,6 +3,7 @@ import os
 import pickle
 import tarfile
 
+import keras
 import numpy as np
 import pytest
 
@@ -91,8 +92,6 @@ def train_tiny(run_dir, epochs, callbacks=(), model=TINY, **options):
 
     `options` go to `run_experiment` (learning_rate 3e-3 and seed 0 unless given).
     Returns `(model, history, metrics)`."""
-    import keras
-
     from convmixer_lib.data import make_dataset
     from convmixer_lib.model import build_convmixer
     from convmixer_lib.training import run_experiment
@@ -114,3 +113,16 @@ def train_tiny(run_dir, epochs, callbacks=(), model=TINY, **options):
         **options,
     )
     return built, history, metrics
+
+
+
+class StopAtEpoch(keras.callbacks.Callback):
+    """Interrupt training (KeyboardInterrupt) as epoch `epoch` (0-based) begins."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt

@@ -9,10 +9,9 @@ import sys
 import textwrap
 import time
 
-import keras
 import pytest
 
-from conftest import TINY, train_tiny
+from conftest import TINY, StopAtEpoch, train_tiny
 from convmixer_lib.cli import main
 from convmixer_lib.model import build_convmixer
 from convmixer_lib.rundir import (
@@ -33,16 +32,6 @@ def _snapshot(run_dir):
     }
 
 
-class _StopAtEpoch(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
-
-
 @pytest.fixture
 def finished(tmp_path):
     run_dir = tmp_path / "finished"
@@ -55,7 +44,7 @@ def unfinished(tmp_path):
     """A run of 4 epochs interrupted after epoch 2."""
     run_dir = tmp_path / "unfinished"
     with pytest.raises(KeyboardInterrupt):
-        train_tiny(run_dir, epochs=4, callbacks=[_StopAtEpoch(2)])
+        train_tiny(run_dir, epochs=4, callbacks=[StopAtEpoch(2)])
     return run_dir
 
 

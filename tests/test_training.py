@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import TINY, easy_data, train_tiny
+from conftest import TINY, StopAtEpoch, easy_data, train_tiny
 from convmixer_lib.model import build_convmixer
 from convmixer_lib.rundir import load_run_model
 from convmixer_lib.training import evaluate, most_confident_mistakes, run_experiment
@@ -82,15 +82,9 @@ def test_reloaded_checkpoint_is_the_best_epoch(finished_run):
     assert evaluate(load_run_model(run_dir), x_val, y_val)["accuracy"] == pytest.approx(best)
 
 
-class _Interrupt(keras.callbacks.Callback):
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == 2:
-            raise KeyboardInterrupt
-
-
 def test_interrupted_run_resumes_after_its_last_finished_epoch(tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        train_tiny(tmp_path, epochs=4, callbacks=[_Interrupt()])
+        train_tiny(tmp_path, epochs=4, callbacks=[StopAtEpoch(2)])
     partial = json.loads((tmp_path / "history.json").read_text())
     assert [h["epoch"] for h in partial] == [1, 2]
     assert (tmp_path / "backup").is_dir()
