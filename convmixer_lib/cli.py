@@ -7,18 +7,22 @@ import sys
 import keras
 
 from .checks import positive_int_argument
-from .data import load_splits, make_dataset
+from .data import AUGMENTATIONS, load_splits, make_dataset
 from .explain import predict_images
 from .model import build_convmixer
+from .recipes import RECIPES, recipe_settings
 from .rundir import load_run_model
 from .training import SCHEDULES, distribution, evaluate, run_experiment
 
 
 def train_command(args, argv):
+    recipe = recipe_settings(args.recipe, **{key: getattr(args, key) for key in RECIPES[args.recipe]})
     keras.utils.set_random_seed(args.seed)
     (x_train, y_train), val, test = load_splits(args.data)
     x_train, y_train = x_train[: args.train_size], y_train[: args.train_size]
     print(f"Training images: {len(x_train)}, validation: {len(val[0])}, test: {len(test[0])}")
+    batch_size = recipe.pop("batch_size")
+    augment = recipe.pop("augment")
     with distribution(args.devices).scope():  # one device unless --devices or several GPUs
         model = build_convmixer(
             filters=args.filters, depth=args.depth,
@@ -26,20 +30,20 @@ def train_command(args, argv):
         )
         _, metrics = run_experiment(
             model,
-            make_dataset(x_train, y_train, args.batch_size, training=True, seed=args.seed),
-            make_dataset(*val, args.batch_size),
+            make_dataset(x_train, y_train, batch_size, training=True, seed=args.seed,
+                         augment=augment),
+            make_dataset(*val, batch_size),
             test,
             args.run_dir,
-            epochs=args.epochs,
-            learning_rate=args.learning_rate,
-            weight_decay=args.weight_decay,
-            schedule=args.schedule,
+            **recipe,
             seed=args.seed,
             settings={
+                "recipe": args.recipe,
                 "train_images": len(x_train),
                 "validation_images": len(val[0]),
                 "test_images": len(test[0]),
-                "batch_size": args.batch_size,
+                "batch_size": batch_size,
+                "augment": augment,
             },
             details={"command": shlex.join(["python", "-m", "convmixer_lib", *argv])},
             overwrite=args.overwrite,
@@ -47,8 +51,10 @@ def train_command(args, argv):
         )
     print(
         f"Best epoch {metrics['best_epoch']} (validation accuracy "
-        f"{100 * metrics['best_val_accuracy']:.2f}%): test accuracy "
-        f"{100 * metrics['test_accuracy']:.2f}%, written to {args.run_dir}"
+        f"{100 * metrics['best_val_accuracy']:.2f}%, with flips "
+        f"{100 * metrics['best_val_accuracy_flips']:.2f}%): test accuracy "
+        f"{100 * metrics['test_accuracy']:.2f}%, with flips "
+        f"{100 * metrics['test_accuracy_flips']:.2f}%, written to {args.run_dir}"
     )
 
 
@@ -81,22 +87,37 @@ def _parser():
     data = argparse.ArgumentParser(add_help=False)  # options of the commands that read CIFAR-10
     data.add_argument("--data", help="cifar-10-python.tar.gz or its extracted folder "
                       "(default: $CIFAR10_PATH, else Keras' download)")
-    data.add_argument("--batch-size", type=positive_int_argument, default=128,
-                      help="default: 128")
 
     t = commands.add_parser(
         "train", parents=[run_dir, data], help="train, keep the best epoch, test it",
-        description="Train ConvMixer as the Keras example does. Rerun the same "
+        description="Train ConvMixer with a recipe: as the Keras example does, or "
+        "faster. Rerun the same "
         "command to resume an interrupted run; a finished run is never overwritten "
         "unless --overwrite is given.")
-    t.add_argument("--epochs", type=positive_int_argument, default=10, help="default: 10")
+    t.add_argument("--recipe", choices=RECIPES, default="example",
+                   help="the settings below that are not given: 'example' as the Keras "
+                   "example trains (10 epochs), 'fast' (4 epochs); see "
+                   "convmixer_lib/recipes.py (default: example)")
+    t.add_argument("--epochs", type=positive_int_argument, help="recipe's by default")
+    t.add_argument("--batch-size", type=positive_int_argument, help="recipe's by default")
     t.add_argument("--train-size", type=positive_int_argument, default=None,
                    help="use the first N of the 45,000 training images (default: all)")
-    t.add_argument("--learning-rate", type=float, default=1e-3, help="AdamW, default: 1e-3")
-    t.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW, default: 1e-4")
-    t.add_argument("--schedule", choices=SCHEDULES, default="constant",
+    t.add_argument("--learning-rate", type=float,
+                   help="AdamW's (peak, after a warm-up), recipe's by default")
+    t.add_argument("--weight-decay", type=float, help="AdamW's, recipe's by default")
+    t.add_argument("--schedule", choices=SCHEDULES,
                    help="learning rate: constant as in the example, or cosine decay "
-                   "to 0 over the run (default: constant)")
+                   "to 0 over the run (recipe's by default)")
+    t.add_argument("--warmup", type=float,
+                   help="fraction of the steps in which the learning rate rises from 0 "
+                   "(cosine schedule only), recipe's by default")
+    t.add_argument("--label-smoothing", type=float,
+                   help="weight of the uniform target mixed into each label, recipe's by default")
+    t.add_argument("--ema", type=float,
+                   help="momentum of the averaged weights that are validated and kept, "
+                   "0 for none; recipe's by default")
+    t.add_argument("--augment", choices=AUGMENTATIONS,
+                   help="augmentation of the training batches, recipe's by default")
     t.add_argument("--seed", type=int, default=42, help="default: 42")
     t.add_argument("--filters", type=positive_int_argument, default=256, help="channels, default: 256")
     t.add_argument("--depth", type=positive_int_argument, default=8, help="blocks, default: 8")
@@ -117,6 +138,8 @@ def _parser():
         "evaluate", parents=[run_dir, data], help="evaluate a run's best weights on the test set",
         description="Evaluate the best weights of a run directory on the 10,000 "
         "CIFAR-10 test images.")
+    e.add_argument("--batch-size", type=positive_int_argument, default=128,
+                   help="default: 128")
     e.set_defaults(run=evaluate_command)
 
     p = commands.add_parser(

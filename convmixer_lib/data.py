@@ -247,7 +247,11 @@ def check_images(images, labels=None, image_size=None):
         )
 
 
-def make_dataset(images, labels, batch_size=128, training=False, seed=None):
+AUGMENTATIONS = ("flip-translate", "none")
+
+
+def make_dataset(images, labels, batch_size=128, training=False, seed=None,
+                 augment="flip-translate"):
     """A `tf.data.Dataset` of `(images, labels)` batches, as in the example.
 
     Args:
@@ -255,8 +259,10 @@ def make_dataset(images, labels, batch_size=128, training=False, seed=None):
         labels: int array `(n,)` or `(n, 1)` of class indices.
         batch_size: images per batch; the last batch may be smaller.
         training: if True, shuffle all `n` images anew every epoch and augment
-            every batch with `make_augmenter`; if False, keep the order.
+            every batch; if False, keep the order and the images.
         seed: seed of the shuffle and augmentation, for repeatable runs.
+        augment: how training batches are augmented: "flip-translate"
+            (`make_augmenter`) or "none".
 
     Returns:
         A prefetching dataset of uint8 image batches `(batch, 32, 32, 3)` and
@@ -264,11 +270,13 @@ def make_dataset(images, labels, batch_size=128, training=False, seed=None):
     """
     check_images(images, labels)
     check_positive_int("batch_size", batch_size)
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"`augment` must be one of {AUGMENTATIONS}, got {augment!r}.")
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     if training:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
-    if training:
+    if training and augment != "none":
         augmenter = make_augmenter(seed)
         dataset = dataset.map(
             lambda x, y: (tf.cast(augmenter(x, training=True), x.dtype), y),

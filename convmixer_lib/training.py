@@ -1,4 +1,5 @@
-"""Training as the example does (`run_experiment`) and evaluation (`evaluate`).
+"""Training (`run_experiment`: the example's recipe and the faster ones of
+`recipes.py`) and evaluation (`evaluate`).
 
 Everything a run writes goes into a run directory; `rundir.py` keeps it whole.
 """
@@ -10,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from .checks import check_positive_int
+from .explain import predict_with_flips
 from .model import convmixer_config
 from .rundir import (
     BACKUP,
@@ -25,8 +27,11 @@ from .rundir import (
 SCHEDULES = ("constant", "cosine")
 
 
-def evaluate(model, images, labels, batch_size=128):
+def evaluate(model, images, labels, batch_size=128, flips=False):
     """Evaluate `model` on uint8 `images` (n, 32, 32, 3) and `labels` (n,) or (n, 1).
+
+    With `flips=True` each image's class probabilities are averaged with its
+    mirror image's (horizontal-flip test-time augmentation).
 
     Returns:
         A dict: `loss` (mean sparse categorical cross-entropy, nats), `accuracy`
@@ -36,7 +41,10 @@ def evaluate(model, images, labels, batch_size=128):
         and `confidences` (float32 array (n,), the probability of each
         predicted class).
     """
-    probabilities = model.predict(images, batch_size=batch_size, verbose=0)
+    if flips:
+        probabilities = predict_with_flips(model, images, batch_size)
+    else:
+        probabilities = model.predict(images, batch_size=batch_size, verbose=0)
     labels = np.asarray(labels).reshape(-1)
     num_classes = probabilities.shape[1]
     loss = keras.losses.sparse_categorical_crossentropy(labels, probabilities)
@@ -109,16 +117,21 @@ def distribution(devices=None):
     return tf.distribute.MirroredStrategy([d.name for d in available[:devices]])
 
 
-def learning_rate_schedule(learning_rate, schedule, total_steps):
+def learning_rate_schedule(learning_rate, schedule, total_steps, warmup_steps=0):
     """The learning rate of `run_experiment`: a float or a Keras schedule.
 
     Args:
-        learning_rate: the initial (for "constant": the only) learning rate.
+        learning_rate: the initial (for "constant": the only) learning rate;
+            with a warm-up, the peak reached at its end.
         schedule: "constant", or "cosine": decay to 0 along a half cosine over
-            `total_steps` optimizer steps (half the initial rate at the midpoint).
+            the steps after the warm-up (half the peak rate at their midpoint).
         total_steps: the run's optimizer steps, epochs × batches per epoch.
+        warmup_steps: first steps in which the rate rises linearly from 0 to
+            `learning_rate` ("cosine" only), as Keras' `CosineDecay` does.
     """
     if schedule == "constant":
+        if warmup_steps:
+            raise ValueError("A warm-up needs `schedule='cosine'`, got 'constant'.")
         return learning_rate
     if schedule == "cosine":
         if total_steps < 1:
@@ -126,24 +139,83 @@ def learning_rate_schedule(learning_rate, schedule, total_steps):
                 "`schedule='cosine'` needs a training dataset of known, finite "
                 f"length, got {total_steps} steps."
             )
-        return keras.optimizers.schedules.CosineDecay(learning_rate, total_steps)
+        if not 0 <= warmup_steps < total_steps:
+            raise ValueError(
+                f"`warmup_steps` must be between 0 and {total_steps - 1} (the run's "
+                f"steps less one), got {warmup_steps}."
+            )
+        if not warmup_steps:
+            return keras.optimizers.schedules.CosineDecay(learning_rate, total_steps)
+        return keras.optimizers.schedules.CosineDecay(
+            0.0, total_steps - warmup_steps,
+            warmup_target=learning_rate, warmup_steps=warmup_steps,
+        )
     raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {schedule!r}.")
 
 
-def _test_record(model, test_data, history, run_dir, settings, details):
-    """metrics.json: the best epoch's test results and how they were obtained."""
+class AveragedWeights(keras.callbacks.SwapEMAWeights):
+    """Validate, keep and back up the optimizer's averaged weights (`use_ema=True`).
+
+    Keras' `SwapEMAWeights(swap_on_epoch=True)` puts the exponential moving
+    average of the weights into the model for validation and for the
+    callbacks that follow it at the end of each epoch (`RunLog` keeps them as
+    the best weights), and the raw weights back before the next epoch trains.
+    This subclass also validates the raw weights (`raw_val_accuracy`,
+    `raw_val_loss` in the epoch's logs) and, when a run resumes from a backup
+    taken at the end of an epoch (averaged weights in the model), swaps them
+    back before training goes on.
+    """
+
+    def __init__(self, val_dataset):
+        super().__init__(swap_on_epoch=True)
+        self.val_dataset = val_dataset
+        self._first_epoch = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch and epoch > 0:  # restored from a backup taken after a swap
+            self._ema_weights_in_model = True
+        self._first_epoch = False
+        super().on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:  # the raw weights are in the model now
+            raw = self.model.evaluate(self.val_dataset, verbose=0, return_dict=True)
+            logs["raw_val_loss"], logs["raw_val_accuracy"] = raw["loss"], raw["accuracy"]
+        super().on_epoch_end(epoch, logs)
+
+
+def _one_hot(dataset, num_classes):
+    """(images, class indices) batches as (images, one-hot float32 targets)."""
+    return dataset.map(
+        lambda x, y: (x, tf.one_hot(tf.reshape(tf.cast(y, tf.int32), [-1]), num_classes)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
+def _test_record(model, val_dataset, test_data, history, run_dir, settings, details):
+    """metrics.json: the best epoch's test results and how they were obtained.
+
+    Test accuracy is measured on the images alone (`test_accuracy`) and with
+    horizontal-flip test-time augmentation (`test_accuracy_flips`); validation
+    accuracy with flips is measured too, so the choice can be made on it.
+    """
+    val_images, val_labels = (np.concatenate(arrays) for arrays in
+                              zip(*val_dataset.as_numpy_iterator()))
     test_images, test_labels = test_data
     results = evaluate(model, test_images, test_labels)
+    with_flips = evaluate(model, test_images, test_labels, flips=True)
     best = max(history, key=lambda h: h["val_accuracy"])
     run_segments = segments(run_dir, history)
     return {
         "test_loss": results["loss"],
         "test_accuracy": results["accuracy"],
+        "test_accuracy_flips": with_flips["accuracy"],
         "per_class_accuracy": results["per_class_accuracy"],
         "confusion_matrix": results["confusion_matrix"],
         "epochs": len(history),
         "best_epoch": best["epoch"],
         "best_val_accuracy": best["val_accuracy"],
+        "best_val_accuracy_flips": evaluate(model, val_images, val_labels, flips=True)["accuracy"],
         "seconds_per_epoch": [h["seconds"] for h in history],
         **settings,
         "environment": run_segments[-1]["environment"],
@@ -162,6 +234,9 @@ def run_experiment(
     learning_rate=1e-3,
     weight_decay=1e-4,
     schedule="constant",
+    warmup=0.0,
+    label_smoothing=0.0,
+    ema=0.0,
     seed=None,
     settings=None,
     details=None,
@@ -169,26 +244,36 @@ def run_experiment(
     callbacks=(),
     verbose="auto",
 ):
-    """Train as the example does, keep the best epoch, test it once.
+    """Train, keep the best epoch, test it once.
 
-    Compiles `model` with AdamW and sparse categorical cross-entropy, fits it
-    for `epochs` epochs on `train_dataset`, validating on `val_dataset` after
+    Compiles `model` with AdamW and categorical cross-entropy, fits it for
+    `epochs` epochs on `train_dataset`, validating on `val_dataset` after
     each, restores the weights of the epoch with the best validation accuracy
     and evaluates them on `test_data`. If `run_dir` holds an unfinished run
     with the same settings, training resumes after its last finished epoch.
     Called inside `distribution(N).scope()` (with the model built there too),
     it trains on N devices; the count is recorded and part of the settings.
+    The defaults are the example's recipe; `recipes.RECIPES` holds faster ones.
 
     Args:
         model: an uncompiled model, e.g. from `build_convmixer`.
-        train_dataset, val_dataset: batched datasets of (images, labels).
+        train_dataset, val_dataset: batched datasets of (images, class indices).
         test_data: `(images, labels)` arrays, used once, at the end.
         run_dir: directory for everything the run writes; created if missing.
         epochs: total epochs, counting those of an interrupted run.
-        learning_rate, weight_decay: AdamW's settings (the example: 1e-3, 1e-4).
+        learning_rate, weight_decay: AdamW's settings (the example: 1e-3, 1e-4);
+            with a warm-up, `learning_rate` is the peak.
         schedule: "constant" keeps `learning_rate` throughout, as the example
             does; "cosine" decays it to 0 along a half cosine over all
             `epochs × len(train_dataset)` steps, so the last epochs settle.
+        warmup: fraction of the steps (0 to 1) in which the learning rate rises
+            linearly from 0 before the cosine decay (`learning_rate_schedule`).
+        label_smoothing: the cross-entropy's target is `1 - label_smoothing`
+            on the true class plus `label_smoothing / classes` on every class.
+        ema: 0 (none), or the momentum of an exponential moving average of the
+            weights kept by the optimizer (`use_ema`), e.g. 0.99: the average is
+            validated, kept and tested; `raw_val_accuracy` records the raw
+            weights' validation accuracy beside it.
         seed: recorded; seed before building the model with
             `keras.utils.set_random_seed(seed)`.
         settings: more settings that shape the result (e.g. the number of
@@ -210,37 +295,53 @@ def run_experiment(
         BlockingIOError: if another process is training `run_dir`.
     """
     check_positive_int("epochs", epochs)
-    steps = int(train_dataset.cardinality()) if schedule == "cosine" else 0
-    rate = learning_rate_schedule(learning_rate, schedule, epochs * steps)
+    if not 0 <= warmup < 1:
+        raise ValueError(f"`warmup` must be a fraction of the steps in [0, 1), got {warmup}.")
+    if not 0 <= label_smoothing < 1:
+        raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing}.")
+    if not 0 <= ema < 1:
+        raise ValueError(f"`ema` must be 0 (none) or a momentum in (0, 1), got {ema}.")
+    steps = epochs * int(train_dataset.cardinality()) if schedule == "cosine" else 0
+    rate = learning_rate_schedule(learning_rate, schedule, steps, round(warmup * steps))
     settings = {
         "model": convmixer_config(model),
         "epochs": epochs,
         "learning_rate": learning_rate,
         "schedule": schedule,
+        "warmup": warmup,
         "weight_decay": weight_decay,
+        "label_smoothing": label_smoothing,
+        "ema": ema,
         "seed": seed,
         "devices": tf.distribute.get_strategy().num_replicas_in_sync,
         **(settings or {}),
     }
+    num_classes = model.output_shape[-1]
     with training_run(run_dir, model, settings, details, overwrite) as segment:
         model.compile(
-            optimizer=keras.optimizers.AdamW(learning_rate=rate, weight_decay=weight_decay),
-            loss="sparse_categorical_crossentropy",
+            optimizer=keras.optimizers.AdamW(
+                learning_rate=rate, weight_decay=weight_decay,
+                use_ema=ema > 0, ema_momentum=ema or 0.99,
+            ),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
             metrics=["accuracy"],
         )
+        val_one_hot = _one_hot(val_dataset, num_classes)
+        averaged = [AveragedWeights(val_one_hot)] if ema > 0 else []
         log = RunLog(run_dir, segment)
         backup = keras.callbacks.BackupAndRestore(
             os.path.join(run_dir, BACKUP), double_checkpoint=True
         )
         model.fit(
-            train_dataset,
-            validation_data=val_dataset,
+            _one_hot(train_dataset, num_classes),
+            validation_data=val_one_hot,
             epochs=epochs,
-            callbacks=[*callbacks, log, backup],
+            callbacks=[*callbacks, *averaged, log, backup],
             shuffle=False,  # the training dataset shuffles itself
             verbose=verbose,
         )
         load_plain_weights(model, os.path.join(run_dir, BEST_WEIGHTS))
-        metrics = _test_record(model, test_data, log.history, run_dir, settings, details)
+        metrics = _test_record(model, val_dataset, test_data, log.history, run_dir,
+                               settings, details)
         write_json(os.path.join(run_dir, METRICS), metrics)
     return log.history, metrics

@@ -87,8 +87,11 @@ def easy_data(count, seed):
     return images.astype(np.uint8), labels.reshape(-1, 1).astype(np.uint8)
 
 
-def train_tiny(run_dir, epochs, callbacks=(), model=TINY, **options):
+def train_tiny(run_dir, epochs, callbacks=(), model=TINY, augment="flip-translate", **options):
     """Train a tiny ConvMixer on 512 easy images (batches of 64) into `run_dir`.
+
+    Training is repeatable to the bit only with `augment="none"`: the random
+    augmentation runs in parallel threads, which draw random numbers in any order.
 
     `options` go to `run_experiment` (learning_rate 3e-3 and seed 0 unless given).
     Returns `(model, history, metrics)`."""
@@ -104,7 +107,7 @@ def train_tiny(run_dir, epochs, callbacks=(), model=TINY, **options):
                "verbose": 0, **options}
     history, metrics = run_experiment(
         built,
-        make_dataset(x, y, batch_size=64, training=True, seed=0),
+        make_dataset(x, y, batch_size=64, training=True, seed=0, augment=augment),
         make_dataset(x_val, y_val, batch_size=64),
         easy_data(128, 2),
         run_dir,

@@ -83,6 +83,8 @@ def test_overwrite_discards_and_says_what(finished, capsys):
     ({"epochs": 5}, "epochs: recorded 4, now 5"),
     ({"schedule": "cosine"}, "schedule: recorded 'constant', now 'cosine'"),
     ({"seed": 1}, "seed: recorded 0, now 1"),
+    ({"label_smoothing": 0.1}, "label_smoothing: recorded 0.0, now 0.1"),
+    ({"ema": 0.9}, "ema: recorded 0.0, now 0.9"),
     ({"settings": {"train_images": 256}}, "train_images: recorded 512, now 256"),
 ])
 def test_a_resume_with_other_settings_is_refused_before_anything_is_written(

@@ -1,0 +1,136 @@
+"""The recipes' pieces: warm-up, smoothed targets, averaged weights, flips at test time."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import StopAtEpoch, easy_data, train_tiny
+from convmixer_lib.cli import main
+from convmixer_lib.recipes import RECIPES, recipe_settings
+from convmixer_lib.rundir import load_run_model
+from convmixer_lib.training import evaluate, learning_rate_schedule
+
+
+def test_warmup_rises_linearly_then_decays_along_a_cosine():
+    rate = learning_rate_schedule(0.01, "cosine", total_steps=100, warmup_steps=20)
+    at = {step: float(rate(step)) for step in (0, 10, 20, 60, 100)}
+    assert at[0] == pytest.approx(0.0, abs=1e-9)
+    assert at[10] == pytest.approx(0.005)  # halfway up
+    assert at[20] == pytest.approx(0.01)  # the peak, where the warm-up ends
+    assert at[60] == pytest.approx(0.005)  # halfway down the 80 decay steps
+    assert at[100] == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("schedule, steps, warmup, message", [
+    ("constant", 100, 10, "warm-up needs `schedule='cosine'`"),
+    ("cosine", 100, 100, "warmup_steps` must be between 0 and 99"),
+])
+def test_impossible_warmups_are_refused(schedule, steps, warmup, message):
+    with pytest.raises(ValueError, match=message):
+        learning_rate_schedule(0.01, schedule, steps, warmup)
+
+
+@pytest.mark.parametrize("option, value", [
+    ("warmup", 1.0), ("label_smoothing", -0.1), ("ema", 1.0)])
+def test_out_of_range_recipe_settings_are_refused(tmp_path, option, value):
+    with pytest.raises(ValueError, match=f"`{option}` must be"):
+        train_tiny(tmp_path, epochs=1, **{option: value})
+    assert not any(tmp_path.iterdir())
+
+
+def test_smoothed_targets_are_what_the_loss_measures(tmp_path):
+    model, history, _ = train_tiny(tmp_path, epochs=1, label_smoothing=0.3)
+    x_val, y_val = easy_data(128, 1)
+    p = model.predict(x_val, verbose=0)
+    target = np.full_like(p, 0.3 / 10)
+    target[np.arange(len(p)), y_val[:, 0]] += 0.7
+    by_hand = -np.mean(np.sum(target * np.log(p), axis=1))
+    assert history[0]["val_loss"] == pytest.approx(by_hand, rel=1e-4)
+    plain = -np.mean(np.log(p[np.arange(len(p)), y_val[:, 0]]))
+    assert history[0]["val_loss"] != pytest.approx(plain, rel=1e-3)  # smoothing shows
+
+
+@pytest.fixture(scope="module")
+def averaged_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("ema")
+    return (run_dir, *train_tiny(run_dir, epochs=3, ema=0.8))
+
+
+def test_averaged_weights_are_validated_and_kept(averaged_run):
+    run_dir, _, history, metrics = averaged_run
+    assert all("raw_val_accuracy" in h and "raw_val_loss" in h for h in history)
+    best = max(history, key=lambda h: h["val_accuracy"])
+    x_val, y_val = easy_data(128, 1)
+    kept = evaluate(load_run_model(run_dir), x_val, y_val)
+    assert kept["loss"] == pytest.approx(best["val_loss"], rel=1e-4)
+    assert abs(best["val_loss"] - best["raw_val_loss"]) > 1e-3  # two sets of weights
+    assert metrics["ema"] == 0.8
+
+
+class _WeightsAtEpochStart(keras.callbacks.Callback):
+    """The model's trainable weights as the first batch of epoch `epoch` (0-based) trains."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch, self.weights, self._current = epoch, None, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._current == self.epoch and batch == 0:
+            self.weights = [w.numpy().copy() for w in self.model.trainable_weights]
+
+
+def test_a_resumed_run_trains_on_from_the_raw_weights_not_the_average(tmp_path):
+    options = {"epochs": 3, "ema": 0.8, "augment": "none"}  # repeatable to the bit
+    straight = _WeightsAtEpochStart(2)
+    train_tiny(tmp_path / "straight", callbacks=[straight], **options)
+    with pytest.raises(KeyboardInterrupt):  # the backup holds epoch 2, average in the model
+        train_tiny(tmp_path / "resumed", callbacks=[StopAtEpoch(2)], **options)
+    resumed = _WeightsAtEpochStart(2)
+    train_tiny(tmp_path / "resumed", callbacks=[resumed], **options)
+    for a, b in zip(straight.weights, resumed.weights):
+        np.testing.assert_allclose(b, a, atol=1e-6)
+
+
+def test_flips_at_test_time_average_each_image_with_its_mirror():
+    # A model that sees only the left half of an image: flips change its answers.
+    inputs = keras.Input((32, 32, 3))
+    left = keras.layers.Cropping2D(((0, 0), (0, 16)))(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(left))
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(pooled))
+    x, y = easy_data(64, 3)
+    x[:, :, :16] = 0  # the left halves hold nothing; the mirrored ones hold the images
+    p = (model.predict(x, verbose=0) + model.predict(x[:, :, ::-1], verbose=0)) / 2
+    with_flips = evaluate(model, x, y, flips=True)
+    assert with_flips["accuracy"] == pytest.approx(np.mean(p.argmax(1) == y[:, 0]))
+    assert not np.array_equal(with_flips["predictions"], evaluate(model, x, y)["predictions"])
+
+
+def test_recipe_settings_apply_changes_and_name_mistakes():
+    fast = recipe_settings("fast", epochs=3, ema=None)
+    assert fast == {**RECIPES["fast"], "epochs": 3}
+    with pytest.raises(ValueError, match="'slow'"):
+        recipe_settings("slow")
+    with pytest.raises(ValueError, match="'momentum'.*are not recipe settings"):
+        recipe_settings("fast", momentum=0.9)
+
+
+def test_train_records_the_recipe_and_the_changes_to_it(small_archive, tmp_path, capsys):
+    path, _ = small_archive
+    run_dir = tmp_path / "run"
+    main(["train", "--recipe", "fast", "--data", str(path), "--run-dir", str(run_dir),
+          "--epochs", "1", "--train-size", "64", "--batch-size", "32", "--filters", "8",
+          "--depth", "1", "--ema", "0", "--augment", "none"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    settings = json.loads((run_dir / "run.json").read_text())["settings"]
+    expected = {**RECIPES["fast"], "epochs": 1, "batch_size": 32, "ema": 0.0,
+                "augment": "none", "recipe": "fast"}
+    for key, value in expected.items():
+        assert metrics[key] == value and settings[key] == value, key
+    assert "with flips" in capsys.readouterr().out
+    for key in ("test_accuracy_flips", "best_val_accuracy_flips"):
+        assert 0 <= metrics[key] <= 1
