@@ -17,16 +17,16 @@ RECORD := $(abspath results/convmixer-256-8)
 BOOK_RUN := $(abspath _build/runs/book)
 # Paths relative to notebooks/ (papermill's --cwd): the rendered pages show them.
 BOOK_03_training := -p DEMO_DIR ../_build/runs/book
-BOOK_05_explain := -p EXPORT_DIR ../_build/runs/export
+BOOK_06_explain := -p EXPORT_DIR ../_build/runs/export
 
 # The tests run every notebook with tiny parameters, from tests/notebooks/.
 TEST_RUN := $(abspath _build/runs/test)
 TEST_NOTEBOOKS := tests/notebooks
 TEST_03_training := -p DEMO_EPOCHS 1 -p DEMO_TRAIN_SIZE 256 -p EVAL_SIZE 256 \
   -p DEMO_DIR $(TEST_RUN) -p RECORD_DIR $(RECORD)
-TEST_04_filters := -p RUN_DIR $(RECORD) -p CHANNELS 8
+TEST_05_filters := -p RUN_DIR $(RECORD) -p CHANNELS 8
 TEST_02_model := -p PROFILE $(abspath results/step-profile.json)
-TEST_05_explain := -p RECORD_DIR $(RECORD) -p EVAL_SIZE 256 -p GALLERY 3 \
+TEST_06_explain := -p RECORD_DIR $(RECORD) -p EVAL_SIZE 256 -p GALLERY 3 \
   -p EXPORT_DIR $(abspath _build/runs/test-export)
 
 # $(call papermill,OPTIONS,OUTPUT_DIR,PARAMETER_PREFIX): one papermill command per
@@ -34,7 +34,13 @@ TEST_05_explain := -p RECORD_DIR $(RECORD) -p EVAL_SIZE 256 -p GALLERY 3 \
 papermill = $(foreach nb,$(NOTEBOOKS),$(BIN)/papermill $(1) $(nb) $(2)/$(notdir $(nb)) \
   $($(3)_$(basename $(notdir $(nb)))) &&) true
 
-.PHONY: install book test check-book clean
+# The fast recipe's record and its leave-one-out runs: each ingredient removed
+# once, same budget (30-60 minutes per run on 2 CPU cores). Finished runs are
+# skipped, an interrupted one resumes.
+FAST_WITHOUT := warmup:--warmup=0 peak-rate:--learning-rate=1e-3 \
+  label-smoothing:--label-smoothing=0 averaged-weights:--ema=0 augmentation:--augment=none
+
+.PHONY: install book test check-book clean recipe-runs
 
 install: $(STAMP)
 
@@ -75,3 +81,10 @@ check-book: $(STAMP)
 
 clean:
 	rm -rf _build $(TEST_NOTEBOOKS)
+
+recipe-runs: $(STAMP)
+	test -f results/recipes/fast/metrics.json || \
+	  $(BIN)/python -m convmixer_lib train --recipe fast --run-dir results/recipes/fast
+	for run in $(FAST_WITHOUT); do dir=results/recipes/fast-without-$${run%%:*}; \
+	  test -f $$dir/metrics.json || $(BIN)/python -m convmixer_lib train --recipe fast \
+	    --run-dir $$dir $${run#*:} || exit 1; done

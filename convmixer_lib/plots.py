@@ -169,6 +169,93 @@ def plot_validation_curves(runs, title="Validation accuracy per epoch"):
     return figure
 
 
+def plot_accuracy_by_epoch_and_hour(runs, title="Validation accuracy"):
+    """Validation accuracy of several runs against epochs (left) and against
+    hours of training (right, cumulative `seconds` of the records; runs whose
+    records lack `seconds`, such as a published log, appear on the left only).
+
+    Args:
+        runs: maps a legend label to per-epoch records (dicts with `epoch`,
+            `val_accuracy` in 0–1 and, for the right panel, `seconds`).
+    """
+    if not runs:
+        raise ValueError("`runs` must map at least one label to a history, got none.")
+    figure, (by_epoch, by_hour) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for (label, history), marker in zip(runs.items(), "os^Dv<>p*h"):
+        accuracy = [h["val_accuracy"] for h in history]
+        by_epoch.plot([h["epoch"] for h in history], accuracy, f"{marker}-", label=label)
+        if all("seconds" in h for h in history):
+            hours = np.cumsum([h["seconds"] for h in history]) / 3600
+            by_hour.plot(hours, accuracy, f"{marker}-", label=label)
+    by_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
+    by_epoch.yaxis.set_major_locator(MaxNLocator(steps=[1, 2, 5, 10]))
+    by_epoch.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    by_epoch.set_xlabel("epoch")
+    by_epoch.set_ylabel("validation accuracy")
+    by_epoch.set_title(f"{title} per epoch")
+    by_hour.set_xlabel("hours of training (2 CPU cores)")
+    by_hour.set_title(f"{title} per hour of training")
+    for ax in (by_epoch, by_hour):
+        ax.grid(alpha=0.3)
+    by_epoch.legend(fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
+def plot_learning_rates(schedules, title="Learning rate during training"):
+    """Learning-rate curves, one line each: `schedules` maps a legend label to
+    `(epochs, rates)`, two equal-length sequences (fractional epochs, rates)."""
+    figure, ax = plt.subplots(figsize=(7.5, 3.8))
+    for label, (epochs, rates) in schedules.items():
+        ax.plot(epochs, rates, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    figure.tight_layout()
+    return figure
+
+
+def plot_smoothed_target(label, smoothing, class_names=CLASS_NAMES):
+    """The cross-entropy's target for an image of class index `label`: one-hot,
+    and with label smoothing `smoothing` (`1 - smoothing + smoothing / classes`
+    on the true class, `smoothing / classes` elsewhere). One panel."""
+    classes = len(class_names)
+    one_hot = np.eye(classes)[label]
+    smoothed = one_hot * (1 - smoothing) + smoothing / classes
+    figure, ax = plt.subplots(figsize=(8, 3.2))
+    positions = np.arange(classes)
+    ax.bar(positions - 0.2, one_hot, 0.4, label="one-hot target")
+    ax.bar(positions + 0.2, smoothed, 0.4, label=f"label smoothing {smoothing:g}")
+    ax.set_xticks(positions, class_names, rotation=30, ha="right")
+    ax.set_ylabel("target probability")
+    ax.set_title(f"The target for an image of a {class_names[label]}")
+    ax.legend()
+    figure.tight_layout()
+    return figure
+
+
+def plot_averaged_weights(history, title="Averaged against raw weights"):
+    """Validation accuracy per epoch of the averaged weights (`val_accuracy`) and
+    of the raw ones (`raw_val_accuracy`), from `history.json` of a run trained
+    with `ema`. One panel."""
+    epochs = [h["epoch"] for h in history]
+    figure, ax = plt.subplots(figsize=(7.5, 3.8))
+    ax.plot(epochs, [h["val_accuracy"] for h in history], "o-",
+            label="averaged weights (kept)")
+    ax.plot(epochs, [h["raw_val_accuracy"] for h in history], "s--", label="raw weights")
+    ax.set_xticks(epochs)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    figure.tight_layout()
+    return figure
+
+
 def plot_confusion_matrix(confusion, class_names=CLASS_NAMES, title="Confusion matrix"):
     """A confusion matrix (rows true class, columns predicted class, counts)
     with every count written in its cell: one panel."""

@@ -338,13 +338,15 @@ def load_run_model(run_dir, fused=False):
 
 
 def _commit():
-    """The git commit of the library's checkout, or None outside a checkout."""
+    """The git commit of the library's checkout, with "+changes" appended when
+    the library's files differ from it; None outside a checkout."""
+    here = os.path.dirname(os.path.abspath(__file__))
     try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=os.path.dirname(os.path.abspath(__file__)),
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()
+        def git(*args):
+            return subprocess.run(["git", *args], cwd=here, capture_output=True,
+                                  text=True, check=True).stdout.strip()
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+        return git("rev-parse", "HEAD") + ("+changes" if changed else "")
     except (OSError, subprocess.CalledProcessError):
         return None
 
