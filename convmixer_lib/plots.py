@@ -181,12 +181,13 @@ def plot_accuracy_by_epoch_and_hour(runs, title="Validation accuracy"):
     if not runs:
         raise ValueError("`runs` must map at least one label to a history, got none.")
     figure, (by_epoch, by_hour) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for (label, history), marker in zip(runs.items(), "os^Dv<>p*h"):
+    for index, ((label, history), marker) in enumerate(zip(runs.items(), "os^Dv<>p*h")):
+        style = {"marker": marker, "color": f"C{index}", "label": label}  # same in both
         accuracy = [h["val_accuracy"] for h in history]
-        by_epoch.plot([h["epoch"] for h in history], accuracy, f"{marker}-", label=label)
+        by_epoch.plot([h["epoch"] for h in history], accuracy, **style)
         if all("seconds" in h for h in history):
             hours = np.cumsum([h["seconds"] for h in history]) / 3600
-            by_hour.plot(hours, accuracy, f"{marker}-", label=label)
+            by_hour.plot(hours, accuracy, **style)
     by_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
     by_epoch.yaxis.set_major_locator(MaxNLocator(steps=[1, 2, 5, 10]))
     by_epoch.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
@@ -227,9 +228,11 @@ def plot_smoothed_target(label, smoothing, class_names=CLASS_NAMES):
     figure, ax = plt.subplots(figsize=(8, 3.2))
     positions = np.arange(classes)
     ax.bar(positions - 0.2, one_hot, 0.4, label="one-hot target")
-    ax.bar(positions + 0.2, smoothed, 0.4, label=f"label smoothing {smoothing:g}")
+    bars = ax.bar(positions + 0.2, smoothed, 0.4, label=f"label smoothing {smoothing:g}")
+    ax.bar_label(bars, fmt="%.2f", fontsize=8)
     ax.set_xticks(positions, class_names, rotation=30, ha="right")
     ax.set_ylabel("target probability")
+    ax.set_ylim(0, 1.1)
     ax.set_title(f"The target for an image of a {class_names[label]}")
     ax.legend()
     figure.tight_layout()

@@ -61,39 +61,3 @@ EXAMPLE_LOG = [
         [0.1536, 0.7240, 0.7800, 0.8074, 0.7996, 0.8072, 0.8226, 0.8310, 0.8458, 0.8316],
         start=1)
 ]
-# locuslab/convmixer-cifar10's README log of ConvMixer-256/8 over 25 epochs (one
-# 2080 Ti GPU). It prints TEST accuracy after every epoch: no validation split.
-LOCUSLAB_TEST_LOG = [
-    {"epoch": epoch, "val_accuracy": accuracy}
-    for epoch, accuracy in enumerate(
-        [0.5418, 0.6157, 0.7069, 0.7708, 0.7344, 0.7655, 0.8328, 0.7655, 0.8138, 0.7891,
-         0.8387, 0.8312, 0.8563, 0.8700, 0.8527, 0.8907, 0.9019, 0.9068, 0.9139, 0.9240,
-         0.9238, 0.9248, 0.9253, 0.9255, 0.9260],
-        start=1)
-]
-
-
-def leave_one_out(full, without):
-    """Rows of a leave-one-out table: the full recipe's metrics.json, then one
-    row per ingredient removed.
-
-    Args:
-        full: metrics.json of the full recipe, as a dict.
-        without: maps an ingredient's name to metrics.json of the run without it.
-
-    Returns:
-        A list of dicts: `run`, `val`, `val_flips`, `test`, `test_flips`
-        (accuracies in percent) and `change` (validation accuracy with flips,
-        in percentage points, against the full recipe; 0 for it).
-    """
-    def row(name, metrics):
-        return {
-            "run": name,
-            "val": 100 * metrics["best_val_accuracy"],
-            "val_flips": 100 * metrics["best_val_accuracy_flips"],
-            "test": 100 * metrics["test_accuracy"],
-            "test_flips": 100 * metrics["test_accuracy_flips"],
-            "change": 100 * (metrics["best_val_accuracy_flips"] - full["best_val_accuracy_flips"]),
-        }
-    return [row("full recipe", full)] + [
-        row(f"without {name}", metrics) for name, metrics in without.items()]

@@ -168,3 +168,44 @@ def test_saliency_has_the_image_and_each_map_in_every_row():
     assert [figure.axes[3 * r].get_ylabel() for r in range(3)] == ["cat", "dog", "ship"]
     assert figure.axes[2].images[1].get_cmap().name == "RdBu_r"  # signed: diverging
     assert figure._suptitle.get_text()
+
+
+def test_accuracy_by_epoch_and_hour_keeps_each_runs_colour_and_skips_untimed_runs():
+    timed = [{"epoch": e, "val_accuracy": a, "seconds": 1800}
+             for e, a in ((1, 0.5), (2, 0.7))]
+    figure = plots.plot_accuracy_by_epoch_and_hour(
+        {"published": [{"epoch": 1, "val_accuracy": 0.4}], "ours": timed})
+    by_epoch, by_hour = figure.axes
+    assert [line.get_label() for line in by_epoch.lines] == ["published", "ours"]
+    assert [line.get_label() for line in by_hour.lines] == ["ours"]
+    assert by_hour.lines[0].get_color() == by_epoch.lines[1].get_color()
+    np.testing.assert_allclose(by_hour.lines[0].get_xdata(), [0.5, 1.0])  # hours
+    assert "hours" in by_hour.get_xlabel() and by_epoch.get_ylabel()
+    with pytest.raises(ValueError, match="at least one"):
+        plots.plot_accuracy_by_epoch_and_hour({})
+
+
+def test_smoothed_target_puts_the_smoothing_on_every_class():
+    figure = plots.plot_smoothed_target(3, 0.1)
+    ax = figure.axes[0]
+    one_hot, smoothed = ax.containers
+    np.testing.assert_allclose([bar.get_height() for bar in one_hot], np.eye(10)[3])
+    np.testing.assert_allclose([bar.get_height() for bar in smoothed],
+                               np.eye(10)[3] * 0.9 + 0.01)
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(CLASS_NAMES)
+    assert "cat" in ax.get_title()
+
+
+def test_averaged_weights_draws_both_validation_curves():
+    history = [{"epoch": e, "val_accuracy": 0.5 + e / 10, "raw_val_accuracy": 0.4 + e / 10}
+               for e in (1, 2, 3)]
+    ax = plots.plot_averaged_weights(history).axes[0]
+    assert len(ax.lines) == 2
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), [0.5, 0.6, 0.7])
+    assert ax.get_xlabel() == "epoch" and ax.get_title()
+
+
+def test_learning_rates_draw_one_line_per_schedule():
+    ax = plots.plot_learning_rates({"a": ([0, 1], [0.1, 0.1]), "b": ([0, 2], [0, 1])}).axes[0]
+    assert [line.get_label() for line in ax.lines] == ["a", "b"]
+    assert ax.get_ylabel() == "learning rate"

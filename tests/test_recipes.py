@@ -134,3 +134,4 @@ def test_train_records_the_recipe_and_the_changes_to_it(small_archive, tmp_path,
     assert "with flips" in capsys.readouterr().out
     for key in ("test_accuracy_flips", "best_val_accuracy_flips"):
         assert 0 <= metrics[key] <= 1
+

@@ -1,6 +1,7 @@
-"""The committed full runs in results/: their files agree, and the record's
-weights (results/convmixer-256-8/) still reach the recorded test accuracy on the
-real CIFAR-10 test set."""
+"""The committed full runs in results/: their files agree, and the weights of
+the record (results/convmixer-256-8/) and of the fast recipe
+(results/recipes/fast/) still reach their recorded test accuracy on the real
+CIFAR-10 test set."""
 
 import pathlib
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from convmixer_lib.model import build_convmixer
+from convmixer_lib.recipes import RECIPES as RECIPE_SETTINGS
 from convmixer_lib.rundir import load_run_model, read_json
 from convmixer_lib.training import evaluate
 
@@ -22,10 +24,23 @@ RUNS = {
     "convmixer-256-8-seed1": ("cosine", 1),
 }
 EXAMPLE_TEST_ACCURACY = 0.8369  # the Keras example's result
+RECIPES = RESULTS / "recipes"
+FAST = RECIPES / "fast"
+# The fast recipe's leave-one-out runs: the setting each one changes.
+WITHOUT = {
+    "warmup": {"warmup": 0.0},
+    "peak-rate": {"learning_rate": 1e-3},
+    "label-smoothing": {"label_smoothing": 0.0},
+    "averaged-weights": {"ema": 0.0},
+    "augmentation": {"augment": "none"},
+}
 
 
 def test_every_run_in_results_is_listed():
-    assert sorted(p.name for p in RESULTS.iterdir() if p.is_dir()) == sorted(RUNS)
+    assert sorted(p.name for p in RESULTS.iterdir() if p.is_dir()) == sorted(
+        [*RUNS, "recipes"])
+    listed = {"fast", *(f"fast-without-{name}" for name in WITHOUT)}
+    assert {p.name for p in RECIPES.iterdir() if p.is_dir()} <= listed
 
 
 def test_the_step_profile_adds_up():
@@ -84,3 +99,46 @@ def test_recorded_weights_reach_the_recorded_test_accuracy(real_cifar10):
 
 def test_the_record_reaches_the_examples_test_accuracy():
     assert read_json(RECORD / "metrics.json")["test_accuracy"] >= EXAMPLE_TEST_ACCURACY
+
+
+def _recipe_runs():
+    return [FAST, *sorted(RECIPES.glob("fast-without-*"))]
+
+
+@pytest.mark.parametrize("run_dir", _recipe_runs(), ids=lambda p: p.name)
+def test_recipe_runs_agree_with_the_fast_recipe_and_their_records(run_dir):
+    history, metrics = read_json(run_dir / "history.json"), read_json(run_dir / "metrics.json")
+    settings = read_json(run_dir / "run.json")["settings"]
+    change = WITHOUT.get(run_dir.name.removeprefix("fast-without-"), {})
+    assert {key: settings[key] for key in RECIPE_SETTINGS["fast"]} == {
+        **RECIPE_SETTINGS["fast"], **change}
+    assert metrics["recipe"] == "fast" and metrics["seed"] == 42
+    assert {key: metrics[key] for key in settings} == settings
+    assert (metrics["train_images"], metrics["validation_images"], metrics["test_images"]) == (
+        45_000, 5_000, 10_000)
+    assert [h["epoch"] for h in history] == list(range(1, metrics["epochs"] + 1))
+    best = max(history, key=lambda h: h["val_accuracy"])
+    assert (metrics["best_epoch"], metrics["best_val_accuracy"]) == (
+        best["epoch"], best["val_accuracy"])
+    assert metrics["seconds_per_epoch"] == [h["seconds"] for h in history]
+    confusion = np.array(metrics["confusion_matrix"])
+    assert np.trace(confusion) / confusion.sum() == pytest.approx(metrics["test_accuracy"])
+    assert [s["epochs"] for s in metrics["segments"]][-1][-1] == metrics["epochs"]
+
+
+def test_the_fast_recipe_beats_the_examples_10_epochs_in_4():
+    metrics = read_json(FAST / "metrics.json")
+    assert metrics["epochs"] <= 4
+    assert metrics["test_accuracy_flips"] >= EXAMPLE_TEST_ACCURACY
+    names = sorted(p.name for p in FAST.iterdir())
+    assert names == ["best.weights.h5", "config.json", "history.json", "metrics.json",
+                     "run.json"]
+
+
+def test_fast_weights_reach_the_recorded_test_accuracy(real_cifar10):
+    metrics = read_json(FAST / "metrics.json")
+    _, (x_test, y_test) = real_cifar10
+    model = load_run_model(FAST, fused=True)
+    for flips, key in ((False, "test_accuracy"), (True, "test_accuracy_flips")):
+        accuracy = evaluate(model, x_test, y_test, flips=flips)["accuracy"]
+        assert abs(accuracy - metrics[key]) <= 0.002, key
