@@ -96,7 +96,7 @@ def _parser():
         "unless --overwrite is given.")
     t.add_argument("--recipe", choices=RECIPES, default="example",
                    help="the settings below that are not given: 'example' as the Keras "
-                   "example trains (10 epochs), 'fast' (4 epochs); see "
+                   "example trains (10 epochs), 'fast' (4 epochs), 'long' (25 epochs); see "
                    "convmixer_lib/recipes.py (default: example)")
     t.add_argument("--epochs", type=positive_int_argument, help="recipe's by default")
     t.add_argument("--batch-size", type=positive_int_argument, help="recipe's by default")

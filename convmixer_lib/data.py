@@ -247,7 +247,15 @@ def check_images(images, labels=None, image_size=None):
         )
 
 
-AUGMENTATIONS = ("flip-translate", "none")
+AUGMENTATIONS = ("flip-translate", "randaugment", "none")
+# RandAugment (Cubuk et al., 2020) as Keras implements it: 2 of its 11 operations
+# (shear, translation, rotation, brightness, colour, contrast, sharpness,
+# posterization, solarization, auto-contrast, equalization) at a strength
+# drawn up to `factor` of each one's maximum.
+RAND_AUGMENT = {"num_ops": 2, "factor": 0.1}
+# Keras draws the operations once per call: calling it on groups of 16 images
+# rather than on a whole batch varies them within a batch.
+RAND_AUGMENT_GROUP = 16
 
 
 def make_dataset(images, labels, batch_size=128, training=False, seed=None,
@@ -262,7 +270,9 @@ def make_dataset(images, labels, batch_size=128, training=False, seed=None,
             every batch; if False, keep the order and the images.
         seed: seed of the shuffle and augmentation, for repeatable runs.
         augment: how training batches are augmented: "flip-translate"
-            (`make_augmenter`) or "none".
+            (`make_augmenter`), "randaugment" (Keras' `RandAugment` with
+            `RAND_AUGMENT`, on groups of `RAND_AUGMENT_GROUP` images, then
+            `make_augmenter`) or "none".
 
     Returns:
         A prefetching dataset of uint8 image batches `(batch, 32, 32, 3)` and
@@ -275,7 +285,10 @@ def make_dataset(images, labels, batch_size=128, training=False, seed=None,
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     if training:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
+    if training and augment == "randaugment":
+        dataset = _rand_augmented_batches(dataset, len(images), batch_size, seed)
+    else:
+        dataset = dataset.batch(batch_size)
     if training and augment != "none":
         augmenter = make_augmenter(seed)
         dataset = dataset.map(
@@ -283,6 +296,22 @@ def make_dataset(images, labels, batch_size=128, training=False, seed=None,
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _rand_augmented_batches(dataset, count, batch_size, seed):
+    """Batches of `dataset`'s `count` images, each RandAugment-ed in its group."""
+    rand_augment = keras.layers.RandAugment(value_range=(0, 255), seed=seed, **RAND_AUGMENT)
+
+    def to_uint8(images):  # interpolated, recoloured floats in 0–255
+        return tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8)
+
+    dataset = dataset.batch(RAND_AUGMENT_GROUP).map(
+        lambda x, y: (to_uint8(rand_augment(x, training=True)), y),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    batches = -(-count // batch_size)  # unbatch() forgets how many there are
+    return dataset.unbatch().batch(batch_size).apply(
+        tf.data.experimental.assert_cardinality(batches))
 
 
 def load_splits(path=None, validation_size=VALIDATION_SIZE):

@@ -32,6 +32,21 @@ RECIPES = {
         "ema": 0.99,
         "augment": "flip-translate",
     },
+    # 25 epochs after locuslab's recipe for ConvMixer-256/8 on CIFAR-10, 92.6%
+    # test accuracy there (batch 512, AdamW peaking at 0.05 after 2/5 of the
+    # run, weight decay 0.005, RandAugment with 2 operations, flips), with the
+    # fast recipe's smoothed targets and averaged weights added.
+    "long": {
+        "epochs": 25,
+        "batch_size": 512,
+        "learning_rate": 5e-2,
+        "weight_decay": 5e-3,
+        "schedule": "cosine",
+        "warmup": 0.4,
+        "label_smoothing": 0.1,
+        "ema": 0.99,
+        "augment": "randaugment",
+    },
 }
 
 

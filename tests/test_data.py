@@ -315,3 +315,25 @@ def test_offline_without_a_copy_says_how_to_give_one(tmp_path, monkeypatch):
     assert "\n" not in message
     assert "CIFAR10_PATH" in message and "cifar-10-python.tar.gz" in message
     assert "Name or service not known" in message
+
+
+def test_randaugment_recolours_images_that_flips_and_shifts_only_move():
+    """Images of four grey levels: moving pixels keeps those levels (and the zeros
+    shifted in); RandAugment's colour operations make new ones."""
+    rng = np.random.default_rng(0)
+    images = rng.choice(np.array([50, 100, 150, 200], np.uint8), (256, 32, 32, 3))
+    labels = np.arange(256) % 10
+
+    def new_levels(augment):
+        batches = make_dataset(images, labels, 64, training=True, seed=0, augment=augment)
+        out = np.concatenate([x for x, _ in batches.as_numpy_iterator()])
+        assert out.dtype == np.uint8 and out.shape == images.shape
+        return [bool(set(np.unique(o)) - {0, 50, 100, 150, 200}) for o in out]
+
+    assert not any(new_levels("flip-translate"))
+    assert np.mean(new_levels("randaugment")) > 0.5
+
+
+def test_unknown_augmentation_is_refused():
+    with pytest.raises(ValueError, match="`augment` must be one of.*'crop'"):
+        make_dataset(np.zeros((4, 32, 32, 3), np.uint8), np.zeros(4), augment="crop")

@@ -135,3 +135,14 @@ def test_train_records_the_recipe_and_the_changes_to_it(small_archive, tmp_path,
     for key in ("test_accuracy_flips", "best_val_accuracy_flips"):
         assert 0 <= metrics[key] <= 1
 
+
+
+def test_the_long_recipe_trains_with_randaugment(small_archive, tmp_path):
+    path, _ = small_archive
+    run_dir = tmp_path / "run"
+    main(["train", "--recipe", "long", "--data", str(path), "--run-dir", str(run_dir),
+          "--epochs", "2", "--train-size", "96", "--batch-size", "32", "--filters", "8",
+          "--depth", "1"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["augment"] == "randaugment" and metrics["warmup"] == 0.4
+    assert metrics["epochs"] == 2 and metrics["learning_rate"] == 0.05
