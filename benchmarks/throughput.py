@@ -7,7 +7,7 @@ Both paths train ConvMixer with AdamW on the same images:
               its tf.data pipeline (shuffle, batch, RandomCrop + RandomFlip)
               and `model.fit`.
     library   `build_convmixer(fused=True)` (see convmixer_lib/fused.py),
-              `make_dataset` and `model.fit`.
+              `make_dataset` (with `--augment`'s augmentation) and `model.fit`.
 
 Each measurement runs in a process of its own, and the two paths alternate
 (example, library, example, library, ...) for `--pairs` pairs. A process warms
@@ -20,6 +20,10 @@ machine's own speed (a fixed matrix product timed in every process) varied.
 
     python benchmarks/throughput.py                      # ConvMixer-256/8, 5 pairs
     python benchmarks/throughput.py --pairs 1 --steps 1 --filters 32 --depth 1   # quick check
+    python benchmarks/throughput.py --augment randaugment --batch-size 512   # the long recipe's input
+
+The input pipeline's images/s, measured alone, says whether a recipe's
+augmentation can keep up with training on the same cores.
 
 Images come from CIFAR-10's training set when `--data` or `$CIFAR10_PATH`
 points to it, else random pixels (the speed does not depend on the pixels).
@@ -41,7 +45,7 @@ import tensorflow as tf
 from keras import layers
 
 from convmixer_lib.checks import positive_int_argument as positive
-from convmixer_lib.data import load_cifar10, make_dataset
+from convmixer_lib.data import AUGMENTATIONS, load_cifar10, make_dataset
 from convmixer_lib.machine import vector_extensions
 from convmixer_lib.model import build_convmixer
 from convmixer_lib.rundir import environment
@@ -121,7 +125,8 @@ def measure(path_name, args):
         dataset = example_make_dataset(images, labels, args.batch_size)
     else:
         model = build_convmixer(filters=args.filters, depth=args.depth, fused=True)
-        dataset = make_dataset(images, labels, args.batch_size, training=True, seed=0)
+        dataset = make_dataset(images, labels, args.batch_size, training=True, seed=0,
+                               augment=args.augment)
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=1e-3, weight_decay=1e-4),
         loss="sparse_categorical_crossentropy",
@@ -219,7 +224,8 @@ def drive(args):
         else "random pixels (no CIFAR-10 given)"
     print(f"ConvMixer-{args.filters}/{args.depth}, batch {args.batch_size}, "
           f"{args.warmup_steps} warm-up + {args.steps} timed steps per process, "
-          f"{args.pairs} pair{'s' * (args.pairs > 1)}, images: {source}")
+          f"{args.pairs} pair{'s' * (args.pairs > 1)}, images: {source}; "
+          f"library augmentation: {args.augment}")
     print(f"Machine: {env['processor']} ({vector_extensions()}), {env['cpu_count']} CPUs; "
           f"TensorFlow "
           f"{env['tensorflow']}, Keras {env['keras']}; {datetime.date.today()}")
@@ -278,6 +284,8 @@ def main():
     parser.add_argument("--filters", type=positive, default=256)
     parser.add_argument("--depth", type=positive, default=8)
     parser.add_argument("--data", help="CIFAR-10 archive or folder (default: $CIFAR10_PATH)")
+    parser.add_argument("--augment", choices=AUGMENTATIONS, default="flip-translate",
+                        help="the library's augmentation (default: flip-translate)")
     parser.add_argument("--measure", choices=["example", "library"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:

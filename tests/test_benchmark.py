@@ -44,3 +44,16 @@ def test_benchmark_refuses_a_bad_step_count():
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "--steps: expected a positive integer, got 0" in result.stderr
+
+
+def test_benchmark_measures_a_recipes_augmentation():
+    env = {k: v for k, v in os.environ.items() if k != "CIFAR10_PATH"}
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--pairs", "1", "--steps", "1", "--warmup-steps", "1",
+         "--batch-size", "32", "--filters", "16", "--depth", "1", "--augment", "randaugment"],
+        env=env, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].endswith("library augmentation: randaugment")
+    assert any(line.startswith("input pipeline images/s") for line in lines)
