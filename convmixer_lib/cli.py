@@ -1,54 +1,32 @@
-"""Command line: `python -m convmixer_lib train|evaluate|predict`, so no step needs a notebook."""
+"""Command line: `python -m convmixer_lib train|evaluate|predict|ablate`, so no step
+needs a notebook."""
 
 import argparse
 import shlex
 import sys
 
-import keras
-
+from .ablations import SWEEP, configurations, run_sweep
 from .checks import positive_int_argument
-from .data import AUGMENTATIONS, load_splits, make_dataset
+from .data import AUGMENTATIONS, load_splits
 from .explain import predict_images
-from .model import build_convmixer
-from .recipes import RECIPES, recipe_settings
+from .recipes import RECIPES, train_recipe
 from .rundir import load_run_model
-from .training import SCHEDULES, distribution, evaluate, run_experiment
+from .training import SCHEDULES, evaluate
 
 
 def train_command(args, argv):
-    recipe = recipe_settings(args.recipe, **{key: getattr(args, key) for key in RECIPES[args.recipe]})
-    keras.utils.set_random_seed(args.seed)
-    (x_train, y_train), val, test = load_splits(args.data)
-    x_train, y_train = x_train[: args.train_size], y_train[: args.train_size]
-    print(f"Training images: {len(x_train)}, validation: {len(val[0])}, test: {len(test[0])}")
-    batch_size = recipe.pop("batch_size")
-    augment = recipe.pop("augment")
-    with distribution(args.devices).scope():  # one device unless --devices or several GPUs
-        model = build_convmixer(
-            filters=args.filters, depth=args.depth,
-            kernel_size=args.kernel_size, patch_size=args.patch_size, fused=args.fused,
-        )
-        _, metrics = run_experiment(
-            model,
-            make_dataset(x_train, y_train, batch_size, training=True, seed=args.seed,
-                         augment=augment),
-            make_dataset(*val, batch_size),
-            test,
-            args.run_dir,
-            **recipe,
-            seed=args.seed,
-            settings={
-                "recipe": args.recipe,
-                "train_images": len(x_train),
-                "validation_images": len(val[0]),
-                "test_images": len(test[0]),
-                "batch_size": batch_size,
-                "augment": augment,
-            },
-            details={"command": shlex.join(["python", "-m", "convmixer_lib", *argv])},
-            overwrite=args.overwrite,
-            verbose="auto" if sys.stdout.isatty() else 2,  # one line per epoch in logs
-        )
+    splits = load_splits(args.data)
+    print(f"Training images: {len(splits[0][0][: args.train_size])}, validation: "
+          f"{len(splits[1][0])}, test: {len(splits[2][0])}")
+    model = {key: getattr(args, key) for key in ("filters", "depth", "kernel_size", "patch_size")}
+    metrics = train_recipe(
+        args.run_dir, splits, args.recipe, model=model, seed=args.seed,
+        train_size=args.train_size, fused=args.fused, devices=args.devices,
+        details={"command": shlex.join(["python", "-m", "convmixer_lib", *argv])},
+        overwrite=args.overwrite,
+        verbose="auto" if sys.stdout.isatty() else 2,  # one line per epoch in logs
+        **{key: getattr(args, key) for key in RECIPES[args.recipe]},
+    )
     print(
         f"Best epoch {metrics['best_epoch']} (validation accuracy "
         f"{100 * metrics['best_val_accuracy']:.2f}%, with flips "
@@ -74,6 +52,12 @@ def predict_command(args, argv):
             print(f"note: {result['note']}")
         shown = ", ".join(f"{name} {probability:.1%}" for name, probability in result["top"])
         print(f"{result['path']}: {shown}")
+
+
+def ablate_command(args, argv):
+    trained = run_sweep(args.folder, load_splits(args.data), only=args.only,
+                        verbose="auto" if sys.stdout.isatty() else 2)
+    print(f"Trained {len(trained)} configurations; every finished one is in {args.folder}")
 
 
 def _parser():
@@ -153,6 +137,18 @@ def _parser():
     p.add_argument("--flips", action="store_true",
                    help="average each image's prediction with its mirror image's")
     p.set_defaults(run=predict_command)
+    a = commands.add_parser(
+        "ablate", parents=[data], help="train the ablation sweep, skipping finished runs",
+        description=f"Train every configuration of the ablation sweep ({len(configurations())}: "
+        "one design choice changed at a time around ConvMixer-256/8, and the baseline with "
+        f"3 seeds) with the {SWEEP['recipe']} recipe for {SWEEP['epochs']} epochs on the "
+        f"first {SWEEP['train_size']:,} training images. Finished configurations are "
+        "skipped and an interrupted one resumes, so rerun the command to continue.")
+    a.add_argument("--folder", default="results/ablations",
+                   help="one run directory per configuration (default: results/ablations)")
+    a.add_argument("--only", nargs="+", metavar="NAME",
+                   help="train only these configurations, e.g. baseline-seed42 kernel_size-9")
+    a.set_defaults(run=ablate_command)
     return parser
 
 

@@ -25,17 +25,21 @@ def pointwise_conv_name(block):
     return f"block{block}_pointwise_conv"
 
 
-def _gelu_batchnorm(x, name, fused, synchronized):
-    """GELU, then BatchNorm: the activation block after every convolution."""
-    if fused:  # the same function in one layer, see `fused.py`
+ACTIVATIONS = ("gelu", "relu")
+
+
+def _activation_block(x, name, activation, batchnorm_first, fused, synchronized):
+    """The activation, then BatchNorm (or BatchNorm first): after every convolution."""
+    if fused:  # GELU + BatchNorm in one layer, see `fused.py`
         return GeluBatchNorm(name=f"{name}_bn")(x)
-    x = layers.Activation("gelu", name=f"{name}_gelu")(x)
-    return layers.BatchNormalization(synchronized=synchronized, name=f"{name}_bn")(x)
+    activate = layers.Activation(activation, name=f"{name}_{activation}")
+    normalize = layers.BatchNormalization(synchronized=synchronized, name=f"{name}_bn")
+    return activate(normalize(x)) if batchnorm_first else normalize(activate(x))
 
 
 def build_convmixer(
     filters=256, depth=8, *, kernel_size=5, patch_size=2, image_size=32, num_classes=10,
-    fused=False,
+    activation="gelu", residual=True, batchnorm_first=False, fused=False,
 ):
     """Build ConvMixer-`filters`/`depth` as a Functional Keras model.
 
@@ -46,11 +50,16 @@ def build_convmixer(
         patch_size: side, in pixels, of the square patches; must divide `image_size`.
         image_size: side, in pixels, of the square RGB input images.
         num_classes: number of output classes.
+        activation: "gelu" as in the paper, or "relu".
+        residual: add each block's input to its depthwise convolution's output,
+            as in the paper; False leaves the connection out.
+        batchnorm_first: BatchNorm before the activation instead of after it.
         fused: if True, use the library's fast CPU layers (`fused.py`): each
             GELU + BatchNorm pair is one `GeluBatchNorm` layer, and the
             depthwise convolutions compute their filter gradient with the
             library's op. The same function, faster to train on a CPU; the two
-            versions load each other's weights.
+            versions load each other's weights. Only GELU before BatchNorm has
+            a fused layer; other variants use Keras' layers.
 
     Built inside a `tf.distribute` strategy with several replicas (see
     `training.distribution`), the model uses Keras' layers, with BatchNorm
@@ -66,8 +75,8 @@ def build_convmixer(
         `block{i}_pointwise_conv` (i = 1 … depth), `classifier`.
 
     Raises:
-        ValueError: if a size is not a positive integer or `patch_size` does not
-            divide `image_size`.
+        ValueError: if a size is not a positive integer, `patch_size` does not
+            divide `image_size` or `activation` is not one of `ACTIVATIONS`.
     """
     for name, value in [
         ("filters", filters),
@@ -85,25 +94,31 @@ def build_convmixer(
             f"patch_size={patch_size}. Allowed values: {divisors}."
         )
 
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"`activation` must be one of {ACTIVATIONS}, got {activation!r}.")
     synchronized = tf.distribute.get_strategy().num_replicas_in_sync > 1
-    fused = fused and not synchronized  # the fused layers keep one replica's statistics
+    # The fused layers keep one replica's statistics and compute GELU, then BatchNorm.
+    fused = fused and not synchronized and activation == "gelu" and not batchnorm_first
+    block_end = dict(activation=activation, batchnorm_first=batchnorm_first, fused=fused,
+                     synchronized=synchronized)
     inputs = keras.Input((image_size, image_size, 3), name="images")
     x = layers.Rescaling(1.0 / 255, name="rescaling")(inputs)
 
     # Patch embedding: one linear projection per non-overlapping patch.
     x = layers.Conv2D(filters, patch_size, strides=patch_size, name=STEM_CONV)(x)
-    x = _gelu_batchnorm(x, "stem", fused, synchronized)
+    x = _activation_block(x, "stem", **block_end)
 
     depthwise = DepthwiseConv if fused else layers.DepthwiseConv2D
     for block in range(1, depth + 1):
         # Mix space: one large kernel per channel, with a residual connection.
-        residual = x
+        block_input = x
         x = depthwise(kernel_size, padding="same", name=depthwise_conv_name(block))(x)
-        x = _gelu_batchnorm(x, f"block{block}_depthwise", fused, synchronized)
-        x = layers.Add(name=f"block{block}_residual")([x, residual])
+        x = _activation_block(x, f"block{block}_depthwise", **block_end)
+        if residual:
+            x = layers.Add(name=f"block{block}_residual")([x, block_input])
         # Mix channels: a 1x1 convolution at every position.
         x = layers.Conv2D(filters, 1, name=pointwise_conv_name(block))(x)
-        x = _gelu_batchnorm(x, f"block{block}_pointwise", fused, synchronized)
+        x = _activation_block(x, f"block{block}_pointwise", **block_end)
 
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name=CLASSIFIER)(x)
@@ -111,7 +126,9 @@ def build_convmixer(
 
 
 def convmixer_config(model):
-    """The `build_convmixer` arguments that rebuild `model`, as a dict."""
+    """The `build_convmixer` arguments that rebuild `model`, as a dict (the
+    variant arguments `activation`, `residual`, `batchnorm_first` only where
+    they differ from the paper's ConvMixer)."""
     stem = model.get_layer(STEM_CONV)
     names = {layer.name for layer in model.layers}
     depth = 0
@@ -124,4 +141,14 @@ def convmixer_config(model):
         "patch_size": stem.kernel_size[0],
         "image_size": model.input_shape[1],
         "num_classes": model.get_layer(CLASSIFIER).units,
+        **({"activation": "relu"} if "stem_relu" in names else {}),
+        **({} if "block1_residual" in names else {"residual": False}),
+        **({"batchnorm_first": True} if _batchnorm_first(model) else {}),
     }
+
+
+def _batchnorm_first(model):
+    """Whether the stem's BatchNorm feeds its activation (rather than follow it)."""
+    stem_bn = model.get_layer("stem_bn")
+    return any(layer.name.startswith("stem_") and layer.name != "stem_bn"
+               and layer.input is stem_bn.output for layer in model.layers)

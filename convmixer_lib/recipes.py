@@ -1,9 +1,15 @@
 """Training recipes: the example's, and faster ones built from Keras' own pieces.
 
 A recipe is a dict of `run_experiment` settings plus the batch size and the
-augmentation of `make_dataset`. `python -m convmixer_lib train --recipe NAME`
-trains one; any option given beside it replaces that one setting.
+augmentation of `make_dataset`. `train_recipe` (and `python -m convmixer_lib
+train --recipe NAME`) trains one; any setting given beside it replaces that one.
 """
+
+import keras
+
+from .data import make_dataset
+from .model import build_convmixer
+from .training import distribution, run_experiment
 
 RECIPES = {
     # The Keras example: constant learning rate, flips and small shifts.
@@ -66,6 +72,57 @@ def recipe_settings(name, **changes):
         )
     settings.update({key: value for key, value in changes.items() if value is not None})
     return settings
+
+
+def train_recipe(run_dir, splits, recipe="example", model=None, seed=42, train_size=None,
+                 fused=True, devices=None, details=None, overwrite=False, verbose="auto",
+                 **changes):
+    """Train ConvMixer on CIFAR-10 with recipe `recipe` into `run_dir`.
+
+    Args:
+        run_dir: the run directory (see `run_experiment`: it resumes an
+            unfinished run with the same settings, refuses a finished one).
+        splits: `(x_train, y_train), (x_val, y_val), (x_test, y_test)`, as
+            `load_splits` returns them.
+        recipe: a name in `RECIPES`; `changes` replace its settings.
+        model: `build_convmixer` arguments (None: ConvMixer-256/8).
+        seed: seeds Keras, the shuffle and the augmentation.
+        train_size: train on the first `train_size` training images (None: all).
+        fused, devices: as for `build_convmixer` and `distribution`.
+        details, overwrite, verbose: as for `run_experiment`.
+
+    Returns:
+        The dict written to `metrics.json`, with every recipe setting, the
+        recipe's name and the number of images of each split.
+    """
+    settings = recipe_settings(recipe, **changes)
+    keras.utils.set_random_seed(seed)
+    (x_train, y_train), val, test = splits
+    x_train, y_train = x_train[:train_size], y_train[:train_size]
+    batch_size, augment = settings.pop("batch_size"), settings.pop("augment")
+    with distribution(devices).scope():  # one device unless asked, or several GPUs
+        _, metrics = run_experiment(
+            build_convmixer(**(model or {}), fused=fused),
+            make_dataset(x_train, y_train, batch_size, training=True, seed=seed,
+                         augment=augment),
+            make_dataset(*val, batch_size),
+            test,
+            run_dir,
+            **settings,
+            seed=seed,
+            settings={
+                "recipe": recipe,
+                "train_images": len(x_train),
+                "validation_images": len(val[0]),
+                "test_images": len(test[0]),
+                "batch_size": batch_size,
+                "augment": augment,
+            },
+            details=details,
+            overwrite=overwrite,
+            verbose=verbose,
+        )
+    return metrics
 
 
 # Published logs to compare with, in history.json's form (fraction correct).

@@ -1,0 +1,83 @@
+"""The ablation sweep: its configurations, their sizes, and a sweep that skips
+finished runs (tiny models on a tiny archive)."""
+
+import json
+
+import pytest
+
+from convmixer_lib import ablations
+from convmixer_lib.data import load_splits
+from convmixer_lib.model import build_convmixer, convmixer_config
+
+
+def test_every_factor_of_the_design_is_varied_alone_around_the_baseline():
+    runs = ablations.configurations()
+    names = [name for name, _, _ in runs]
+    assert len(set(names)) == len(names) == 15
+    baseline = [(model, seed) for name, model, seed in runs if name.startswith("baseline")]
+    assert [seed for _, seed in baseline] == [42, 1, 2]
+    assert all(model == ablations.BASELINE for model, _ in baseline)
+    varied = {}
+    for name, model, seed in runs[3:]:
+        changed = {k: v for k, v in model.items() if ablations.BASELINE.get(k) != v}
+        assert len(changed) == 1 and seed == 42, name
+        (key, value), = changed.items()
+        assert name == f"{key}-{value}"
+        varied.setdefault(key, set()).add(value)
+    assert varied == {"kernel_size": {3, 7, 9}, "patch_size": {1, 4}, "depth": {4, 12},
+                      "filters": {128, 384}, "residual": {False}, "activation": {"relu"},
+                      "batchnorm_first": {True}}
+
+
+def _count_by_hand(filters, depth, kernel_size, patch_size, **_):
+    h = filters
+    stem = 3 * patch_size**2 * h + h + 4 * h  # convolution, bias, BatchNorm (4 per channel)
+    block = (kernel_size**2 * h + h + 4 * h) + (h * h + h + 4 * h)
+    return stem + depth * block + h * 10 + 10
+
+
+@pytest.mark.parametrize("name, model, seed", ablations.configurations(),
+                         ids=[name for name, _, _ in ablations.configurations()])
+def test_parameter_count_of_every_configuration(name, model, seed):
+    assert ablations.parameter_count(model) == _count_by_hand(**model)
+    rebuilt = build_convmixer(**convmixer_config(build_convmixer(**model)))
+    assert convmixer_config(rebuilt) == convmixer_config(build_convmixer(**model))
+
+
+def test_the_baseline_is_convmixer_256_8():
+    assert ablations.parameter_count(ablations.BASELINE) == 602_890
+
+
+@pytest.fixture
+def tiny_sweep(monkeypatch, small_archive):
+    monkeypatch.setattr(ablations, "BASELINE",
+                        {"filters": 8, "depth": 1, "kernel_size": 3, "patch_size": 4})
+    monkeypatch.setattr(ablations, "FACTORS", {"kernel_size": [5], "residual": [False]})
+    monkeypatch.setattr(ablations, "BASELINE_SEEDS", (0,))
+    monkeypatch.setattr(ablations, "SWEEP", {"recipe": "fast", "epochs": 1, "train_size": 64})
+    path, _ = small_archive
+    return load_splits(path)
+
+
+def test_a_sweep_trains_each_configuration_once_and_records_what_it_changed(
+        tiny_sweep, tmp_path):
+    names = ["baseline-seed0", "kernel_size-5", "residual-False"]
+    assert ablations.run_sweep(tmp_path, tiny_sweep, verbose=0) == names
+    for name, model, _ in ablations.configurations():
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert metrics["ablation"] == name and metrics["recipe"] == "fast"
+        assert metrics["model"] == convmixer_config(build_convmixer(**model))
+        assert metrics["parameters"] == build_convmixer(**model).count_params()
+        assert metrics["train_images"] == 64 and metrics["epochs"] == 1
+        assert sum(metrics["seconds_per_epoch"]) > 0
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    assert ablations.run_sweep(tmp_path, tiny_sweep, verbose=0) == []  # all finished
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
+
+
+def test_a_sweep_can_train_some_configurations_and_refuses_unknown_ones(tiny_sweep, tmp_path):
+    assert ablations.run_sweep(tmp_path, tiny_sweep, only=["residual-False"],
+                               verbose=0) == ["residual-False"]
+    assert [p.name for p in tmp_path.iterdir()] == ["residual-False"]
+    with pytest.raises(ValueError, match="no configurations named \\['kernel-9'\\]"):
+        ablations.run_sweep(tmp_path, tiny_sweep, only=["kernel-9"])
