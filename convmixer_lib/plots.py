@@ -157,16 +157,21 @@ def plot_validation_curves(runs, title="Validation accuracy per epoch"):
         ax.plot(x, [h["val_accuracy"] for h in history], f"{marker}-", label=label)
         epochs.update(x)
     ax.set_xticks(sorted(epochs))
-    # Ticks at whole percents (steps of 1, 2 or 5 percentage points or more).
+    _accuracy_per_epoch_axes(ax, title)
+    ax.legend()
+    figure.tight_layout()
+    return figure
+
+
+def _accuracy_per_epoch_axes(ax, title):
+    """Label a panel of validation accuracy (0–1) against epochs; ticks at whole
+    percents (steps of 1, 2 or 5 percentage points or more)."""
     ax.yaxis.set_major_locator(MaxNLocator(steps=[1, 2, 5, 10]))
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
-    figure.tight_layout()
-    return figure
 
 
 def plot_accuracy_by_epoch_and_hour(runs, title="Validation accuracy"):
@@ -189,15 +194,10 @@ def plot_accuracy_by_epoch_and_hour(runs, title="Validation accuracy"):
             hours = np.cumsum([h["seconds"] for h in history]) / 3600
             by_hour.plot(hours, accuracy, **style)
     by_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
-    by_epoch.yaxis.set_major_locator(MaxNLocator(steps=[1, 2, 5, 10]))
-    by_epoch.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-    by_epoch.set_xlabel("epoch")
-    by_epoch.set_ylabel("validation accuracy")
-    by_epoch.set_title(f"{title} per epoch")
+    _accuracy_per_epoch_axes(by_epoch, f"{title} per epoch")
     by_hour.set_xlabel("hours of training (2 CPU cores)")
     by_hour.set_title(f"{title} per hour of training")
-    for ax in (by_epoch, by_hour):
-        ax.grid(alpha=0.3)
+    by_hour.grid(alpha=0.3)
     by_epoch.legend(fontsize="small")
     figure.tight_layout()
     return figure
@@ -234,26 +234,6 @@ def plot_smoothed_target(label, smoothing, class_names=CLASS_NAMES):
     ax.set_ylabel("target probability")
     ax.set_ylim(0, 1.1)
     ax.set_title(f"The target for an image of a {class_names[label]}")
-    ax.legend()
-    figure.tight_layout()
-    return figure
-
-
-def plot_averaged_weights(history, title="Averaged against raw weights"):
-    """Validation accuracy per epoch of the averaged weights (`val_accuracy`) and
-    of the raw ones (`raw_val_accuracy`), from `history.json` of a run trained
-    with `ema`. One panel."""
-    epochs = [h["epoch"] for h in history]
-    figure, ax = plt.subplots(figsize=(7.5, 3.8))
-    ax.plot(epochs, [h["val_accuracy"] for h in history], "o-",
-            label="averaged weights (kept)")
-    ax.plot(epochs, [h["raw_val_accuracy"] for h in history], "s--", label="raw weights")
-    ax.set_xticks(epochs)
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
     ax.legend()
     figure.tight_layout()
     return figure

@@ -196,15 +196,6 @@ def test_smoothed_target_puts_the_smoothing_on_every_class():
     assert "cat" in ax.get_title()
 
 
-def test_averaged_weights_draws_both_validation_curves():
-    history = [{"epoch": e, "val_accuracy": 0.5 + e / 10, "raw_val_accuracy": 0.4 + e / 10}
-               for e in (1, 2, 3)]
-    ax = plots.plot_averaged_weights(history).axes[0]
-    assert len(ax.lines) == 2
-    np.testing.assert_allclose(ax.lines[1].get_ydata(), [0.5, 0.6, 0.7])
-    assert ax.get_xlabel() == "epoch" and ax.get_title()
-
-
 def test_learning_rates_draw_one_line_per_schedule():
     ax = plots.plot_learning_rates({"a": ([0, 1], [0.1, 0.1]), "b": ([0, 2], [0, 1])}).axes[0]
     assert [line.get_label() for line in ax.lines] == ["a", "b"]
