@@ -154,12 +154,22 @@ def load_image(path, image_size=32):
     return image, note
 
 
-def predict_with_flips(model, images, batch_size=128):
+def predict_with_flips(model, images, batch_size=128, plain=None):
     """Class probabilities averaged over each image and its mirror image
-    (horizontal-flip test-time augmentation): float32 `(n, classes)`."""
+    (horizontal-flip test-time augmentation): float32 `(n, classes)`.
+
+    `plain`, if given, holds the model's probabilities for `images` already
+    computed, `(n, classes)`; only the mirror images are then predicted.
+    """
     check_images(images)
     images = np.asarray(images)
-    plain = model.predict(images, batch_size=batch_size, verbose=0)
+    if plain is None:
+        plain = model.predict(images, batch_size=batch_size, verbose=0)
+    elif np.shape(plain) != (len(images), model.output_shape[-1]):
+        raise ValueError(
+            f"`plain` must hold {len(images)} rows of {model.output_shape[-1]} class "
+            f"probabilities, one per image, got shape {np.shape(plain)}."
+        )
     mirrored = model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0)
     return ((plain + mirrored) / 2).astype(np.float32)
 

@@ -34,6 +34,19 @@ def evaluate(model, images, labels, batch_size=128, flips=False):
     mirror image's (horizontal-flip test-time augmentation).
 
     Returns:
+        `score(probabilities, labels)` of the model's class probabilities.
+    """
+    if flips:
+        probabilities = predict_with_flips(model, images, batch_size)
+    else:
+        probabilities = model.predict(images, batch_size=batch_size, verbose=0)
+    return score(probabilities, labels)
+
+
+def score(probabilities, labels):
+    """Score class `probabilities` (n, classes) against `labels` (n,) or (n, 1).
+
+    Returns:
         A dict: `loss` (mean sparse categorical cross-entropy, nats), `accuracy`
         (fraction correct), `per_class_accuracy` (list, one fraction per class),
         `confusion_matrix` (list of lists, rows true class, columns predicted
@@ -41,10 +54,6 @@ def evaluate(model, images, labels, batch_size=128, flips=False):
         and `confidences` (float32 array (n,), the probability of each
         predicted class).
     """
-    if flips:
-        probabilities = predict_with_flips(model, images, batch_size)
-    else:
-        probabilities = model.predict(images, batch_size=batch_size, verbose=0)
     labels = np.asarray(labels).reshape(-1)
     num_classes = probabilities.shape[1]
     loss = keras.losses.sparse_categorical_crossentropy(labels, probabilities)
@@ -144,8 +153,6 @@ def learning_rate_schedule(learning_rate, schedule, total_steps, warmup_steps=0)
                 f"`warmup_steps` must be between 0 and {total_steps - 1} (the run's "
                 f"steps less one), got {warmup_steps}."
             )
-        if not warmup_steps:
-            return keras.optimizers.schedules.CosineDecay(learning_rate, total_steps)
         return keras.optimizers.schedules.CosineDecay(
             0.0, total_steps - warmup_steps,
             warmup_target=learning_rate, warmup_steps=warmup_steps,
@@ -202,8 +209,9 @@ def _test_record(model, val_dataset, test_data, history, run_dir, settings, deta
     val_images, val_labels = (np.concatenate(arrays) for arrays in
                               zip(*val_dataset.as_numpy_iterator()))
     test_images, test_labels = test_data
-    results = evaluate(model, test_images, test_labels)
-    with_flips = evaluate(model, test_images, test_labels, flips=True)
+    plain = model.predict(test_images, batch_size=128, verbose=0)
+    results = score(plain, test_labels)
+    with_flips = score(predict_with_flips(model, test_images, plain=plain), test_labels)
     best = max(history, key=lambda h: h["val_accuracy"])
     run_segments = segments(run_dir, history)
     return {

@@ -118,6 +118,17 @@ def test_flips_average_an_image_and_its_mirror():
                                model.predict(symmetric, verbose=0), rtol=1e-5)
 
 
+def test_flips_reuse_given_plain_probabilities():
+    model = build_convmixer(**TINY)
+    images = np.random.default_rng(4).integers(0, 256, (4, 32, 32, 3)).astype("uint8")
+    mirrored = model.predict(images[:, :, ::-1], verbose=0)
+    made_up = np.eye(10, dtype="float32")[[1, 2, 3, 4]]  # not what the model says
+    np.testing.assert_allclose(predict_with_flips(model, images, plain=made_up),
+                               (made_up + mirrored) / 2, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"4 rows of 10 .*got shape \(3, 10\)"):
+        predict_with_flips(model, images, plain=made_up[:3])
+
+
 def _run_dir(tmp_path):
     model = build_convmixer(**TINY)
     run_dir = tmp_path / "run"

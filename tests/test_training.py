@@ -45,6 +45,8 @@ def test_reloaded_checkpoint_gives_the_same_predictions(finished_run):
         reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
     )
     assert evaluate(reloaded, x, y)["accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert (evaluate(reloaded, x, y, flips=True)["accuracy"]
+            == pytest.approx(metrics["test_accuracy_flips"]))
     fused = load_run_model(run_dir, fused=True)
     np.testing.assert_allclose(
         fused.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5
