@@ -57,6 +57,16 @@ RECIPES = {
     },
 }
 
+# The fast recipe's leave-one-out runs (`make recipe-runs`): the change that
+# removes each ingredient, by the name of its run directory `fast-without-NAME`.
+LEAVE_ONE_OUT = {
+    "warmup": {"warmup": 0.0},
+    "peak-rate": {"learning_rate": 1e-3},  # the example's rate, with the warm-up
+    "label-smoothing": {"label_smoothing": 0.0},
+    "averaged-weights": {"ema": 0.0},
+    "augmentation": {"augment": "none"},
+}
+
 
 def recipe_settings(name, **changes):
     """The settings of recipe `name`, with `changes` (None values ignored) applied.
@@ -125,6 +135,35 @@ def train_recipe(run_dir, splits, recipe="example", model=None, seed=42, train_s
             verbose=verbose,
         )
     return metrics
+
+
+def leave_one_out(full, without):
+    """Rows of a leave-one-out table: the full recipe, then each ingredient removed.
+
+    Args:
+        full: the full recipe's metrics.json, as a dict.
+        without: maps an ingredient's name (a key of `LEAVE_ONE_OUT`) to the
+            metrics.json of the run without it.
+
+    Returns:
+        A list of dicts, one per run: `run` (its name), `val`, `val_flips`,
+        `test`, `test_flips` (accuracies in percent: the best epoch's
+        validation accuracy and the test accuracy, each without and with
+        mirror images) and `change` (validation accuracy with mirror images
+        against the full recipe's, in percentage points; 0 for the full recipe).
+    """
+    def row(name, metrics):
+        return {
+            "run": name,
+            "val": 100 * metrics["best_val_accuracy"],
+            "val_flips": 100 * metrics["best_val_accuracy_flips"],
+            "test": 100 * metrics["test_accuracy"],
+            "test_flips": 100 * metrics["test_accuracy_flips"],
+            "change": 100 * (metrics["best_val_accuracy_flips"]
+                             - full["best_val_accuracy_flips"]),
+        }
+    return [row("full recipe", full)] + [
+        row("without " + name.replace("-", " "), metrics) for name, metrics in without.items()]
 
 
 # Published logs to compare with, in history.json's form (fraction correct).

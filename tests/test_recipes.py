@@ -1,14 +1,16 @@
 """The recipes' pieces: warm-up, smoothed targets, averaged weights, flips at test time."""
 
 import json
+import pathlib
+import re
 
 import keras
 import numpy as np
 import pytest
 
 from conftest import StopAtEpoch, easy_data, train_tiny
-from convmixer_lib.cli import main
-from convmixer_lib.recipes import RECIPES, recipe_settings
+from convmixer_lib.cli import _parser, main
+from convmixer_lib.recipes import LEAVE_ONE_OUT, RECIPES, leave_one_out, recipe_settings
 from convmixer_lib.rundir import load_run_model
 from convmixer_lib.training import evaluate, learning_rate_schedule
 
@@ -146,3 +148,34 @@ def test_the_long_recipe_trains_with_randaugment(small_archive, tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["augment"] == "randaugment" and metrics["warmup"] == 0.4
     assert metrics["epochs"] == 2 and metrics["learning_rate"] == 0.05
+
+
+def test_each_leave_one_out_run_removes_one_ingredient_of_the_fast_recipe():
+    for name, change in LEAVE_ONE_OUT.items():
+        assert len(change) == 1, name
+        (key, value), = change.items()
+        assert value != RECIPES["fast"][key], name
+        assert value in (RECIPES["example"][key], "none"), name  # the example's, or nothing
+
+
+def test_make_recipe_runs_trains_the_leave_one_out_changes():
+    makefile = (pathlib.Path(__file__).parents[1] / "Makefile").read_text()
+    runs = re.search(r"^FAST_WITHOUT := (.*?)\n\n", makefile, re.S | re.M).group(1)
+    options = dict(run.split(":") for run in runs.replace("\\\n", " ").split())
+    assert options.keys() == LEAVE_ONE_OUT.keys()
+    for name, option in options.items():
+        args = _parser().parse_args(["train", "--recipe", "fast", "--run-dir", "r", option])
+        changed = {key: value for key in RECIPES["fast"]
+                   if (value := getattr(args, key)) is not None}
+        assert changed == LEAVE_ONE_OUT[name], name
+
+
+def test_leave_one_out_rows_measure_changes_against_the_full_recipe():
+    def metrics(val, val_flips):
+        return {"best_val_accuracy": val, "best_val_accuracy_flips": val_flips,
+                "test_accuracy": val - 0.01, "test_accuracy_flips": val_flips - 0.01}
+    rows = leave_one_out(metrics(0.86, 0.87), {"label-smoothing": metrics(0.84, 0.85)})
+    assert [row["run"] for row in rows] == ["full recipe", "without label smoothing"]
+    assert rows[0]["change"] == 0
+    assert rows[1]["change"] == pytest.approx(-2.0)
+    assert (rows[1]["val"], rows[1]["test_flips"]) == (pytest.approx(84.0), pytest.approx(84.0))

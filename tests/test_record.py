@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from convmixer_lib.model import build_convmixer
-from convmixer_lib.recipes import RECIPES as RECIPE_SETTINGS
+from convmixer_lib.recipes import LEAVE_ONE_OUT, RECIPES as RECIPE_SETTINGS
 from convmixer_lib.rundir import load_run_model, read_json
 from convmixer_lib.training import evaluate
 
@@ -26,20 +26,10 @@ RUNS = {
 EXAMPLE_TEST_ACCURACY = 0.8369  # the Keras example's result
 RECIPES = RESULTS / "recipes"
 FAST = RECIPES / "fast"
-# The fast recipe's leave-one-out runs: the setting each one changes.
-WITHOUT = {
-    "warmup": {"warmup": 0.0},
-    "peak-rate": {"learning_rate": 1e-3},
-    "label-smoothing": {"label_smoothing": 0.0},
-    "averaged-weights": {"ema": 0.0},
-    "augmentation": {"augment": "none"},
-}
-
-
 def test_every_run_in_results_is_listed():
     assert sorted(p.name for p in RESULTS.iterdir() if p.is_dir()) == sorted(
         [*RUNS, "recipes"])
-    listed = {"fast", *(f"fast-without-{name}" for name in WITHOUT)}
+    listed = {"fast", *(f"fast-without-{name}" for name in LEAVE_ONE_OUT)}
     assert {p.name for p in RECIPES.iterdir() if p.is_dir()} <= listed
 
 
@@ -109,7 +99,7 @@ def _recipe_runs():
 def test_recipe_runs_agree_with_the_fast_recipe_and_their_records(run_dir):
     history, metrics = read_json(run_dir / "history.json"), read_json(run_dir / "metrics.json")
     settings = read_json(run_dir / "run.json")["settings"]
-    change = WITHOUT.get(run_dir.name.removeprefix("fast-without-"), {})
+    change = LEAVE_ONE_OUT.get(run_dir.name.removeprefix("fast-without-"), {})
     assert {key: settings[key] for key in RECIPE_SETTINGS["fast"]} == {
         **RECIPE_SETTINGS["fast"], **change}
     assert metrics["recipe"] == "fast" and metrics["seed"] == 42
