@@ -11,7 +11,7 @@ import os
 
 from .model import build_convmixer
 from .recipes import train_recipe
-from .rundir import run_state
+from .rundir import read_json, run_state
 
 BASELINE = {"filters": 256, "depth": 8, "kernel_size": 5, "patch_size": 2}
 # One factor at a time around the baseline; the baseline's own value is not repeated.
@@ -24,6 +24,11 @@ FACTORS = {
     "activation": ["relu"],
     "batchnorm_first": [True],
 }
+# How the book names each change.
+NAMES = {"kernel_size": "kernel size", "patch_size": "patch size", "depth": "depth",
+         "filters": "width", ("residual", False): "no residual connection",
+         ("activation", "relu"): "ReLU instead of GELU",
+         ("batchnorm_first", True): "BatchNorm before the activation"}
 BASELINE_SEEDS = (42, 1, 2)
 # The budget: the fast recipe's 4 epochs on the first 20,000 training images.
 SWEEP = {"recipe": "fast", "epochs": 4, "train_size": 20_000}
@@ -80,3 +85,42 @@ def run_sweep(folder, splits, only=None, verbose="auto"):
                      verbose=verbose)
         trained.append(name)
     return trained
+
+
+def sweep_results(folder):
+    """The finished configurations' results, in sweep order; unfinished ones are left out.
+
+    Returns:
+        A list of dicts, one per finished configuration: `name` (its run
+        directory's), `factor` (the `build_convmixer` argument it changes, None
+        for the baseline), `value` (that argument's value), `label` (the change
+        in words, "baseline" for the baseline), `model` (the build arguments),
+        `seed`, `parameters`, `minutes` (training time, the epochs' seconds
+        summed, / 60), `val_accuracy` (the best epoch's, fraction correct),
+        `val_accuracy_flips`, `test_accuracy`, `test_accuracy_flips` and
+        `processor` (the machine that trained it, in words).
+    """
+    results = []
+    for name, model, seed in configurations():
+        run_dir = os.path.join(folder, name)
+        if run_state(run_dir) != "finished":
+            continue
+        metrics = read_json(os.path.join(run_dir, "metrics.json"))
+        changed = [key for key in model if model[key] != BASELINE.get(key)]
+        factor = changed[0] if changed else None
+        value = model[factor] if factor else None
+        if factor is None:
+            label = "baseline"
+        else:
+            label = NAMES.get((factor, value)) or f"{NAMES[factor]} {value}"
+        results.append({
+            "name": name, "factor": factor, "value": value, "label": label,
+            "model": model, "seed": seed, "parameters": metrics["parameters"],
+            "minutes": sum(metrics["seconds_per_epoch"]) / 60,
+            "val_accuracy": metrics["best_val_accuracy"],
+            "val_accuracy_flips": metrics["best_val_accuracy_flips"],
+            "test_accuracy": metrics["test_accuracy"],
+            "test_accuracy_flips": metrics["test_accuracy_flips"],
+            "processor": metrics["environment"]["processor"],
+        })
+    return results

@@ -7,10 +7,11 @@ indices, so a notebook can show it and a test can count its panels
 """
 
 import math
+import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import MaxNLocator, PercentFormatter
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullFormatter, PercentFormatter
 
 from .data import CLASS_NAMES
 from .model import STEM_CONV, convmixer_config, depthwise_conv_name
@@ -364,6 +365,114 @@ def plot_step_profile(seconds_per_step, title="Where a training step's time goes
     ax.set_title(title)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35 - 0.05 * len(labels)),
               ncol=len(parts), fontsize=8, frameon=False)
+    figure.tight_layout()
+    return figure
+
+
+def _baseline_band(ax, baseline):
+    """Shade the baseline runs' range of validation accuracy across a panel."""
+    accuracies = [r["val_accuracy"] for r in baseline]
+    ax.axhspan(min(accuracies), max(accuracies), color="0.85", zorder=0,
+               label=f"baseline, {len(accuracies)} seeds (range)")
+    ax.axhline(np.mean(accuracies), color="0.5", lw=1, zorder=0)
+
+
+def plot_ablations(results, title="One change at a time: validation accuracy"):
+    """Validation accuracy of each change to the baseline, one panel per numeric
+    factor (its values on the x axis, the baseline's seeds as a point at their
+    mean with their range as an error bar) and one panel for the other
+    changes; the baseline's range is shaded in every panel.
+
+    Args:
+        results: `ablations.sweep_results()`'s dicts (`factor` None for the
+            baseline; `factor`, `value`, `label`, `model`, `val_accuracy`).
+    """
+    baseline = [r for r in results if r["factor"] is None]
+    if not baseline:
+        raise ValueError("`results` must hold at least one baseline run (factor None).")
+    changes = [r for r in results if r["factor"] is not None]
+    numeric = list(dict.fromkeys(r["factor"] for r in changes if type(r["value"]) is int))
+    others = [r for r in changes if r["factor"] not in numeric]
+    panels = len(numeric) + bool(others)
+    columns = min(panels, 3)
+    figure, axes = plt.subplots(math.ceil(panels / columns), columns, sharey=True,
+                                figsize=(3.8 * columns, 3.4 * math.ceil(panels / columns)),
+                                squeeze=False)
+    mean = np.mean([r["val_accuracy"] for r in baseline])
+    spread = [[mean - min(r["val_accuracy"] for r in baseline)],
+              [max(r["val_accuracy"] for r in baseline) - mean]]
+    for ax, factor in zip(axes.flat, numeric):
+        runs = sorted([r for r in changes if r["factor"] == factor]
+                      + [{"value": baseline[0]["model"][factor], "val_accuracy": mean}],
+                      key=lambda r: r["value"])
+        _baseline_band(ax, baseline)
+        ax.plot([r["value"] for r in runs], [r["val_accuracy"] for r in runs], "o-", color="C0")
+        ax.errorbar([baseline[0]["model"][factor]], [mean], yerr=spread, fmt="s",
+                    color="C1", capsize=4, label="baseline (mean)")
+        ax.set_xticks([r["value"] for r in runs])
+        name = next(r["label"] for r in changes if r["factor"] == factor).rsplit(" ", 1)[0]
+        ax.set_xlabel(f"{name} (baseline {baseline[0]['model'][factor]})")
+        ax.set_title(name.capitalize())
+    if others:
+        ax = axes.flat[len(numeric)]
+        _baseline_band(ax, baseline)
+        labels = ["baseline"] + [r["label"] for r in others]
+        ax.errorbar([0], [mean], yerr=spread, fmt="s", color="C1", capsize=4)
+        ax.plot(range(1, len(labels)), [r["val_accuracy"] for r in others], "o", color="C0")
+        ax.set_xticks(range(len(labels)), [textwrap.fill(label, 11) for label in labels],
+                      fontsize=8)
+        ax.set_xlim(-0.5, len(labels) - 0.5)
+        ax.set_title("Other design choices")
+    for ax in axes.flat[panels:]:
+        ax.remove()
+    for ax in axes[:, 0]:
+        ax.set_ylabel("validation accuracy")
+    for ax in axes.flat[:panels]:
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=7, loc="lower right")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def plot_ablation_costs(results, title="What each change costs"):
+    """Validation accuracy of every run against its training minutes (left) and
+    its parameter count (right, log scale); each point is labelled with its
+    change (`label`), the baseline's seeds are drawn as one shaded range.
+
+    Args:
+        results: `ablations.sweep_results()`'s dicts (`factor` None for the
+            baseline; `label`, `minutes`, `parameters`, `val_accuracy`).
+    """
+    baseline = [r for r in results if r["factor"] is None]
+    if not baseline:
+        raise ValueError("`results` must hold at least one baseline run (factor None).")
+    changes = [r for r in results if r["factor"] is not None]
+    figure, panels = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
+    for ax, key in zip(panels, ("minutes", "parameters")):
+        _baseline_band(ax, baseline)
+        ax.plot([r[key] for r in baseline], [r["val_accuracy"] for r in baseline], "s",
+                color="C1", label="baseline runs")
+        ax.plot([r[key] for r in changes], [r["val_accuracy"] for r in changes], "o", color="C0")
+        for index, r in enumerate(changes):
+            ax.annotate(r["label"], (r[key], r["val_accuracy"]), fontsize=7,
+                        xytext=(4, 4 if index % 2 else -9), textcoords="offset points")
+        ax.grid(alpha=0.3)
+    minutes, parameters = panels
+    minutes.set_xlabel("minutes of training (2 CPU cores)")
+    minutes.set_title("Accuracy against training time")
+    parameters.set_xscale("log")
+    parameters.set_xlabel("parameters")
+    parameters.xaxis.set_major_locator(FixedLocator([1e5, 2e5, 5e5, 1e6, 2e6, 5e6]))
+    parameters.xaxis.set_major_formatter(
+        lambda value, _: f"{value / 1e6:g}M" if value >= 1e6 else f"{value / 1e3:g}k")
+    parameters.xaxis.set_minor_formatter(NullFormatter())
+    parameters.set_title("Accuracy against parameters")
+    minutes.set_ylabel("validation accuracy")
+    minutes.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+    minutes.legend(fontsize=8, loc="lower right")
+    figure.suptitle(title)
     figure.tight_layout()
     return figure
 

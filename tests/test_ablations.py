@@ -81,3 +81,19 @@ def test_a_sweep_can_train_some_configurations_and_refuses_unknown_ones(tiny_swe
     assert [p.name for p in tmp_path.iterdir()] == ["residual-False"]
     with pytest.raises(ValueError, match="no configurations named \\['kernel-9'\\]"):
         ablations.run_sweep(tmp_path, tiny_sweep, only=["kernel-9"])
+
+
+def test_sweep_results_name_each_finished_change_and_leave_out_unfinished_ones(
+        tiny_sweep, tmp_path):
+    ablations.run_sweep(tmp_path, tiny_sweep, verbose=0)
+    (tmp_path / "kernel_size-5" / "metrics.json").unlink()  # as if interrupted
+    results = ablations.sweep_results(tmp_path)
+    assert [(r["name"], r["factor"], r["value"], r["label"]) for r in results] == [
+        ("baseline-seed0", None, None, "baseline"),
+        ("residual-False", "residual", False, "no residual connection")]
+    for r in results:
+        metrics = json.loads((tmp_path / r["name"] / "metrics.json").read_text())
+        assert r["val_accuracy"] == metrics["best_val_accuracy"]
+        assert r["test_accuracy_flips"] == metrics["test_accuracy_flips"]
+        assert r["minutes"] == pytest.approx(sum(metrics["seconds_per_epoch"]) / 60)
+        assert r["parameters"] == build_convmixer(**r["model"]).count_params()

@@ -200,3 +200,45 @@ def test_learning_rates_draw_one_line_per_schedule():
     ax = plots.plot_learning_rates({"a": ([0, 1], [0.1, 0.1]), "b": ([0, 2], [0, 1])}).axes[0]
     assert [line.get_label() for line in ax.lines] == ["a", "b"]
     assert ax.get_ylabel() == "learning rate"
+
+
+def _ablation_results():
+    def run(factor, value, accuracy, label, minutes=10.0, parameters=600_000):
+        model = {"filters": 256, "depth": 8, "kernel_size": 5, "patch_size": 2}
+        if factor:
+            model[factor] = value
+        return {"factor": factor, "value": value, "label": label, "model": model,
+                "val_accuracy": accuracy, "minutes": minutes, "parameters": parameters}
+    return [run(None, None, 0.80, "baseline"), run(None, None, 0.82, "baseline"),
+            run("kernel_size", 9, 0.83, "kernel size 9"),
+            run("kernel_size", 3, 0.79, "kernel size 3"),
+            run("depth", 4, 0.75, "depth 4", minutes=5.0, parameters=300_000),
+            run("residual", False, 0.70, "no residual connection")]
+
+
+def test_ablations_draw_a_panel_per_numeric_factor_and_one_for_the_rest():
+    figure = plots.plot_ablations(_ablation_results())
+    assert [ax.get_title() for ax in figure.axes] == [
+        "Kernel size", "Depth", "Other design choices"]
+    kernel, depth, others = figure.axes
+    line = next(line for line in kernel.get_lines() if line.get_marker() == "o")
+    assert list(line.get_xdata()) == [3, 5, 9]
+    assert list(line.get_ydata()) == pytest.approx([0.79, 0.81, 0.83])
+    assert kernel.get_xlabel() == "kernel size (baseline 5)"
+    assert [t.get_text() for t in others.get_xticklabels()] == [
+        "baseline", "no residual\nconnection"]
+    assert kernel.get_ylabel() == "validation accuracy"
+    assert "baseline, 2 seeds (range)" in [t.get_text() for t in kernel.get_legend().texts]
+    with pytest.raises(ValueError, match="baseline"):
+        plots.plot_ablations(_ablation_results()[2:])
+
+
+def test_ablation_costs_put_every_change_against_minutes_and_parameters():
+    figure = plots.plot_ablation_costs(_ablation_results())
+    minutes, parameters = figure.axes
+    assert minutes.get_xlabel() == "minutes of training (2 CPU cores)"
+    assert parameters.get_xscale() == "log"
+    assert sorted(t.get_text() for t in minutes.texts) == [
+        "depth 4", "kernel size 3", "kernel size 9", "no residual connection"]
+    with pytest.raises(ValueError, match="baseline"):
+        plots.plot_ablation_costs(_ablation_results()[2:])
