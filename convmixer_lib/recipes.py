@@ -142,11 +142,12 @@ def leave_one_out(full, without):
 
     Args:
         full: the full recipe's metrics.json, as a dict.
-        without: maps an ingredient's name (a key of `LEAVE_ONE_OUT`) to the
-            metrics.json of the run without it.
+        without: maps a run's name (e.g. "without warm-up") to the metrics.json
+            of the run without that ingredient.
 
     Returns:
-        A list of dicts, one per run: `run` (its name), `val`, `val_flips`,
+        A list of dicts, one per run: `run` ("full recipe", then the names
+        of `without`), `val`, `val_flips`,
         `test`, `test_flips` (accuracies in percent: the best epoch's
         validation accuracy and the test accuracy, each without and with
         mirror images) and `change` (validation accuracy with mirror images
@@ -162,8 +163,7 @@ def leave_one_out(full, without):
             "change": 100 * (metrics["best_val_accuracy_flips"]
                              - full["best_val_accuracy_flips"]),
         }
-    return [row("full recipe", full)] + [
-        row("without " + name.replace("-", " "), metrics) for name, metrics in without.items()]
+    return [row("full recipe", full)] + [row(name, metrics) for name, metrics in without.items()]
 
 
 # Published logs to compare with, in history.json's form (fraction correct).

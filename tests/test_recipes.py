@@ -174,8 +174,8 @@ def test_leave_one_out_rows_measure_changes_against_the_full_recipe():
     def metrics(val, val_flips):
         return {"best_val_accuracy": val, "best_val_accuracy_flips": val_flips,
                 "test_accuracy": val - 0.01, "test_accuracy_flips": val_flips - 0.01}
-    rows = leave_one_out(metrics(0.86, 0.87), {"label-smoothing": metrics(0.84, 0.85)})
-    assert [row["run"] for row in rows] == ["full recipe", "without label smoothing"]
+    rows = leave_one_out(metrics(0.86, 0.87), {"without smoothing": metrics(0.84, 0.85)})
+    assert [row["run"] for row in rows] == ["full recipe", "without smoothing"]
     assert rows[0]["change"] == 0
     assert rows[1]["change"] == pytest.approx(-2.0)
     assert (rows[1]["val"], rows[1]["test_flips"]) == (pytest.approx(84.0), pytest.approx(84.0))
