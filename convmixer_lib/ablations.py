@@ -24,11 +24,13 @@ FACTORS = {
     "activation": ["relu"],
     "batchnorm_first": [True],
 }
-# How the book names each change.
-NAMES = {"kernel_size": "kernel size", "patch_size": "patch size", "depth": "depth",
-         "filters": "width", ("residual", False): "no residual connection",
-         ("activation", "relu"): "ReLU instead of GELU",
-         ("batchnorm_first", True): "BatchNorm before the activation"}
+# How the book names each factor, and the changes that are not "<factor> <value>".
+FACTOR_NAMES = {"kernel_size": "kernel size", "patch_size": "patch size", "depth": "depth",
+                "filters": "width", "residual": "residual connection",
+                "activation": "activation", "batchnorm_first": "BatchNorm order"}
+CHANGE_NAMES = {("residual", False): "no residual connection",
+                ("activation", "relu"): "ReLU instead of GELU",
+                ("batchnorm_first", True): "BatchNorm before the activation"}
 BASELINE_SEEDS = (42, 1, 2)
 # The budget: the fast recipe's 4 epochs on the first 20,000 training images.
 SWEEP = {"recipe": "fast", "epochs": 4, "train_size": 20_000}
@@ -38,13 +40,16 @@ def configurations():
     """Every configuration of the sweep, baseline seeds first.
 
     Returns:
-        A list of `(name, model, seed)`: the run directory's name, the
-        `build_convmixer` arguments and the seed.
+        A list of dicts: `name` (the run directory's), `model` (the
+        `build_convmixer` arguments), `seed`, `factor` (the argument changed,
+        None for the baseline) and `value` (its value, None for the baseline).
     """
-    runs = [(f"baseline-seed{seed}", dict(BASELINE), seed) for seed in BASELINE_SEEDS]
+    runs = [{"name": f"baseline-seed{seed}", "model": dict(BASELINE), "seed": seed,
+             "factor": None, "value": None} for seed in BASELINE_SEEDS]
     for factor, values in FACTORS.items():
         for value in values:
-            runs.append((f"{factor}-{value}", {**BASELINE, factor: value}, BASELINE_SEEDS[0]))
+            runs.append({"name": f"{factor}-{value}", "model": {**BASELINE, factor: value},
+                         "seed": BASELINE_SEEDS[0], "factor": factor, "value": value})
     return runs
 
 
@@ -68,13 +73,14 @@ def run_sweep(folder, splits, only=None, verbose="auto"):
     Raises:
         ValueError: if `only` names a configuration the sweep does not have.
     """
-    runs = configurations()
-    unknown = set(only or ()) - {name for name, _, _ in runs}
+    names = [run["name"] for run in configurations()]
+    unknown = set(only or ()) - set(names)
     if unknown:
         raise ValueError(f"no configurations named {sorted(unknown)}; the sweep has "
-                         f"{[name for name, _, _ in runs]}.")
+                         f"{names}.")
     trained = []
-    for name, model, seed in runs:
+    for run in configurations():
+        name, model, seed = run["name"], run["model"], run["seed"]
         run_dir = os.path.join(folder, name)
         if (only and name not in only) or run_state(run_dir) == "finished":
             continue
@@ -93,29 +99,28 @@ def sweep_results(folder):
     Returns:
         A list of dicts, one per finished configuration: `name` (its run
         directory's), `factor` (the `build_convmixer` argument it changes, None
-        for the baseline), `value` (that argument's value), `label` (the change
-        in words, "baseline" for the baseline), `model` (the build arguments),
+        for the baseline), `value` (that argument's value), `factor_name` (the
+        factor in words, None for the baseline), `label` (the change in words,
+        "baseline" for the baseline), `model` (the build arguments),
         `seed`, `parameters`, `minutes` (training time, the epochs' seconds
         summed, / 60), `val_accuracy` (the best epoch's, fraction correct),
         `val_accuracy_flips`, `test_accuracy`, `test_accuracy_flips` and
         `processor` (the machine that trained it, in words).
     """
     results = []
-    for name, model, seed in configurations():
-        run_dir = os.path.join(folder, name)
+    for run in configurations():
+        run_dir = os.path.join(folder, run["name"])
         if run_state(run_dir) != "finished":
             continue
         metrics = read_json(os.path.join(run_dir, "metrics.json"))
-        changed = [key for key in model if model[key] != BASELINE.get(key)]
-        factor = changed[0] if changed else None
-        value = model[factor] if factor else None
+        factor, value = run["factor"], run["value"]
+        factor_name = FACTOR_NAMES[factor] if factor else None
         if factor is None:
             label = "baseline"
         else:
-            label = NAMES.get((factor, value)) or f"{NAMES[factor]} {value}"
+            label = CHANGE_NAMES.get((factor, value), f"{factor_name} {value}")
         results.append({
-            "name": name, "factor": factor, "value": value, "label": label,
-            "model": model, "seed": seed, "parameters": metrics["parameters"],
+            **run, "factor_name": factor_name, "label": label, "parameters": metrics["parameters"],
             "minutes": sum(metrics["seconds_per_epoch"]) / 60,
             "val_accuracy": metrics["best_val_accuracy"],
             "val_accuracy_flips": metrics["best_val_accuracy_flips"],

@@ -393,7 +393,8 @@ def plot_ablations(results, title="One change at a time: validation accuracy"):
 
     Args:
         results: `ablations.sweep_results()`'s dicts (`factor` None for the
-            baseline; `factor`, `value`, `label`, `model`, `val_accuracy`).
+            baseline; `factor`, `value`, `factor_name`, `label`, `model`,
+            `val_accuracy`).
     """
     baseline, changes = _baseline_and_changes(results)
     numeric = list(dict.fromkeys(r["factor"] for r in changes if type(r["value"]) is int))
@@ -415,7 +416,7 @@ def plot_ablations(results, title="One change at a time: validation accuracy"):
         ax.errorbar([baseline[0]["model"][factor]], [mean], yerr=spread, fmt="s",
                     color="C1", capsize=4, label="baseline (mean)")
         ax.set_xticks([r["value"] for r in runs])
-        name = next(r["label"] for r in changes if r["factor"] == factor).rsplit(" ", 1)[0]
+        name = next(r["factor_name"] for r in changes if r["factor"] == factor)
         ax.set_xlabel(f"{name} (baseline {baseline[0]['model'][factor]})")
         ax.set_title(name.capitalize())
     if others:

@@ -12,18 +12,19 @@ from convmixer_lib.model import build_convmixer, convmixer_config
 
 def test_every_factor_of_the_design_is_varied_alone_around_the_baseline():
     runs = ablations.configurations()
-    names = [name for name, _, _ in runs]
+    names = [run["name"] for run in runs]
     assert len(set(names)) == len(names) == 15
-    baseline = [(model, seed) for name, model, seed in runs if name.startswith("baseline")]
-    assert [seed for _, seed in baseline] == [42, 1, 2]
-    assert all(model == ablations.BASELINE for model, _ in baseline)
+    baseline = [run for run in runs if run["name"].startswith("baseline")]
+    assert [run["seed"] for run in baseline] == [42, 1, 2]
+    assert all(run["model"] == ablations.BASELINE and run["factor"] is None
+               and run["value"] is None for run in baseline)
     varied = {}
-    for name, model, seed in runs[3:]:
-        changed = {k: v for k, v in model.items() if ablations.BASELINE.get(k) != v}
-        assert len(changed) == 1 and seed == 42, name
-        (key, value), = changed.items()
-        assert name == f"{key}-{value}"
-        varied.setdefault(key, set()).add(value)
+    for run in runs[3:]:
+        changed = {k: v for k, v in run["model"].items() if ablations.BASELINE.get(k) != v}
+        assert changed == {run["factor"]: run["value"]} and run["seed"] == 42, run["name"]
+        assert run["name"] == f"{run['factor']}-{run['value']}"
+        assert run["factor"] in ablations.FACTOR_NAMES
+        varied.setdefault(run["factor"], set()).add(run["value"])
     assert varied == {"kernel_size": {3, 7, 9}, "patch_size": {1, 4}, "depth": {4, 12},
                       "filters": {128, 384}, "residual": {False}, "activation": {"relu"},
                       "batchnorm_first": {True}}
@@ -36,9 +37,9 @@ def _count_by_hand(filters, depth, kernel_size, patch_size, **_):
     return stem + depth * block + h * 10 + 10
 
 
-@pytest.mark.parametrize("name, model, seed", ablations.configurations(),
-                         ids=[name for name, _, _ in ablations.configurations()])
-def test_parameter_count_of_every_configuration(name, model, seed):
+@pytest.mark.parametrize("model", [run["model"] for run in ablations.configurations()],
+                         ids=[run["name"] for run in ablations.configurations()])
+def test_parameter_count_of_every_configuration(model):
     assert ablations.parameter_count(model) == _count_by_hand(**model)
     rebuilt = build_convmixer(**convmixer_config(build_convmixer(**model)))
     assert convmixer_config(rebuilt) == convmixer_config(build_convmixer(**model))
@@ -63,7 +64,8 @@ def test_a_sweep_trains_each_configuration_once_and_records_what_it_changed(
         tiny_sweep, tmp_path):
     names = ["baseline-seed0", "kernel_size-5", "residual-False"]
     assert ablations.run_sweep(tmp_path, tiny_sweep, verbose=0) == names
-    for name, model, _ in ablations.configurations():
+    for run in ablations.configurations():
+        name, model = run["name"], run["model"]
         metrics = json.loads((tmp_path / name / "metrics.json").read_text())
         assert metrics["ablation"] == name and metrics["recipe"] == "fast"
         assert metrics["model"] == convmixer_config(build_convmixer(**model))
@@ -88,9 +90,11 @@ def test_sweep_results_name_each_finished_change_and_leave_out_unfinished_ones(
     ablations.run_sweep(tmp_path, tiny_sweep, verbose=0)
     (tmp_path / "kernel_size-5" / "metrics.json").unlink()  # as if interrupted
     results = ablations.sweep_results(tmp_path)
-    assert [(r["name"], r["factor"], r["value"], r["label"]) for r in results] == [
-        ("baseline-seed0", None, None, "baseline"),
-        ("residual-False", "residual", False, "no residual connection")]
+    assert [(r["name"], r["factor"], r["value"], r["factor_name"], r["label"])
+            for r in results] == [
+        ("baseline-seed0", None, None, None, "baseline"),
+        ("residual-False", "residual", False, "residual connection",
+         "no residual connection")]
     for r in results:
         metrics = json.loads((tmp_path / r["name"] / "metrics.json").read_text())
         assert r["val_accuracy"] == metrics["best_val_accuracy"]

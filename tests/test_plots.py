@@ -207,7 +207,9 @@ def _ablation_results():
         model = {"filters": 256, "depth": 8, "kernel_size": 5, "patch_size": 2}
         if factor:
             model[factor] = value
-        return {"factor": factor, "value": value, "label": label, "model": model,
+        factor_name = {"kernel_size": "kernel size"}.get(factor, factor)
+        return {"factor": factor, "value": value, "factor_name": factor_name,
+                "label": label, "model": model,
                 "val_accuracy": accuracy, "minutes": minutes, "parameters": parameters}
     return [run(None, None, 0.80, "baseline"), run(None, None, 0.82, "baseline"),
             run("kernel_size", 9, 0.83, "kernel size 9"),
