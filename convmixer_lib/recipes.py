@@ -174,3 +174,14 @@ EXAMPLE_LOG = [
         [0.1536, 0.7240, 0.7800, 0.8074, 0.7996, 0.8072, 0.8226, 0.8310, 0.8458, 0.8316],
         start=1)
 ]
+
+# locuslab/convmixer-cifar10's README log of ConvMixer-256/8 over 25 epochs (one
+# GPU). It prints test accuracy after every epoch; it has no validation split.
+LOCUSLAB_LOG = [
+    {"epoch": epoch, "test_accuracy": accuracy}
+    for epoch, accuracy in enumerate(
+        [0.5418, 0.6157, 0.7069, 0.7708, 0.7344, 0.7655, 0.8328, 0.7655, 0.8138, 0.7891,
+         0.8387, 0.8312, 0.8563, 0.8700, 0.8527, 0.8907, 0.9019, 0.9068, 0.9139, 0.9240,
+         0.9238, 0.9248, 0.9253, 0.9255, 0.9260],
+        start=1)
+]
