@@ -73,13 +73,14 @@ def run_sweep(folder, splits, only=None, verbose="auto"):
     Raises:
         ValueError: if `only` names a configuration the sweep does not have.
     """
-    names = [run["name"] for run in configurations()]
+    runs = configurations()
+    names = [run["name"] for run in runs]
     unknown = set(only or ()) - set(names)
     if unknown:
         raise ValueError(f"no configurations named {sorted(unknown)}; the sweep has "
                          f"{names}.")
     trained = []
-    for run in configurations():
+    for run in runs:
         name, model, seed = run["name"], run["model"], run["seed"]
         run_dir = os.path.join(folder, name)
         if (only and name not in only) or run_state(run_dir) == "finished":
@@ -120,7 +121,8 @@ def sweep_results(folder):
         else:
             label = CHANGE_NAMES.get((factor, value), f"{factor_name} {value}")
         results.append({
-            **run, "factor_name": factor_name, "label": label, "parameters": metrics["parameters"],
+            **run, "factor_name": factor_name, "label": label,
+            "parameters": metrics["parameters"],
             "minutes": sum(metrics["seconds_per_epoch"]) / 60,
             "val_accuracy": metrics["best_val_accuracy"],
             "val_accuracy_flips": metrics["best_val_accuracy_flips"],
