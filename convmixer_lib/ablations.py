@@ -9,6 +9,8 @@ continues a sweep wherever it stopped.
 
 import os
 
+import numpy as np
+
 from .model import build_convmixer
 from .recipes import train_recipe
 from .rundir import read_json, run_state
@@ -131,3 +133,39 @@ def sweep_results(folder):
             "processor": metrics["environment"]["processor"],
         })
     return results
+
+
+def baseline_and_changes(results):
+    """Split `sweep_results()`'s dicts into the baseline runs and the changes.
+
+    Raises:
+        ValueError: if `results` holds no baseline run (`factor` None).
+    """
+    baseline = [r for r in results if r["factor"] is None]
+    if not baseline:
+        raise ValueError("`results` must hold at least one baseline run (factor None).")
+    return baseline, [r for r in results if r["factor"] is not None]
+
+
+def against_baseline(results):
+    """Each change measured against the baseline's seeds.
+
+    Args:
+        results: `sweep_results()`'s dicts, with at least one baseline run.
+
+    Returns:
+        A list of dicts, one per change in sweep order: `label`,
+        `val_accuracy`, `difference` (its validation accuracy minus the
+        baseline runs' mean, in fractions: 0.01 is one point), `beyond_noise`
+        (True if outside the baseline runs' range, min to max), `time` and
+        `size` (its minutes and parameters over the baseline runs' means).
+    """
+    baseline, changes = baseline_and_changes(results)
+    accuracies = [r["val_accuracy"] for r in baseline]
+    mean = {key: np.mean([r[key] for r in baseline])
+            for key in ("val_accuracy", "minutes", "parameters")}
+    return [{"label": r["label"], "val_accuracy": r["val_accuracy"],
+             "difference": r["val_accuracy"] - mean["val_accuracy"],
+             "beyond_noise": not min(accuracies) <= r["val_accuracy"] <= max(accuracies),
+             "time": r["minutes"] / mean["minutes"],
+             "size": r["parameters"] / mean["parameters"]} for r in changes]

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullFormatter, PercentFormatter
 
+from .ablations import baseline_and_changes
 from .data import CLASS_NAMES
 from .model import STEM_CONV, convmixer_config, depthwise_conv_name
 
@@ -369,14 +370,6 @@ def plot_step_profile(seconds_per_step, title="Where a training step's time goes
     return figure
 
 
-def _baseline_and_changes(results):
-    """Split `ablations.sweep_results()`'s dicts into the baseline runs and the rest."""
-    baseline = [r for r in results if r["factor"] is None]
-    if not baseline:
-        raise ValueError("`results` must hold at least one baseline run (factor None).")
-    return baseline, [r for r in results if r["factor"] is not None]
-
-
 def _baseline_band(ax, baseline):
     """Shade the baseline runs' range of validation accuracy across a panel."""
     accuracies = [r["val_accuracy"] for r in baseline]
@@ -396,7 +389,7 @@ def plot_ablations(results, title="One change at a time: validation accuracy"):
             baseline; `factor`, `value`, `factor_name`, `label`, `model`,
             `val_accuracy`).
     """
-    baseline, changes = _baseline_and_changes(results)
+    baseline, changes = baseline_and_changes(results)
     numeric = list(dict.fromkeys(r["factor"] for r in changes if type(r["value"]) is int))
     others = [r for r in changes if r["factor"] not in numeric]
     panels = len(numeric) + bool(others)
@@ -451,7 +444,7 @@ def plot_ablation_costs(results, title="What each change costs"):
         results: `ablations.sweep_results()`'s dicts (`factor` None for the
             baseline; `label`, `minutes`, `parameters`, `val_accuracy`).
     """
-    baseline, changes = _baseline_and_changes(results)
+    baseline, changes = baseline_and_changes(results)
     figure, panels = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
     for ax, key in zip(panels, ("minutes", "parameters")):
         _baseline_band(ax, baseline)

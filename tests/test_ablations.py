@@ -101,3 +101,24 @@ def test_sweep_results_name_each_finished_change_and_leave_out_unfinished_ones(
         assert r["test_accuracy_flips"] == metrics["test_accuracy_flips"]
         assert r["minutes"] == pytest.approx(sum(metrics["seconds_per_epoch"]) / 60)
         assert r["parameters"] == build_convmixer(**r["model"]).count_params()
+
+
+def _result(label, factor, val_accuracy, minutes, parameters):
+    return {"label": label, "factor": factor, "val_accuracy": val_accuracy,
+            "minutes": minutes, "parameters": parameters}
+
+
+def test_each_change_is_measured_against_the_baseline_seeds_mean_and_range():
+    results = [_result("baseline", None, 0.74, 10.0, 600),
+               _result("baseline", None, 0.76, 14.0, 600),
+               _result("kernel size 9", "kernel_size", 0.755, 24.0, 900),
+               _result("patch size 4", "patch_size", 0.70, 3.0, 300)]
+    rows = ablations.against_baseline(results)
+    assert [r["label"] for r in rows] == ["kernel size 9", "patch size 4"]
+    kernel, patch = rows
+    assert kernel["difference"] == pytest.approx(0.005) and not kernel["beyond_noise"]
+    assert patch["difference"] == pytest.approx(-0.05) and patch["beyond_noise"]
+    assert (kernel["time"], kernel["size"]) == (pytest.approx(2.0), pytest.approx(1.5))
+    assert (patch["time"], patch["size"]) == (pytest.approx(0.25), pytest.approx(0.5))
+    with pytest.raises(ValueError, match="baseline"):
+        ablations.against_baseline(results[2:])
