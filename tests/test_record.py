@@ -1,7 +1,8 @@
-"""The committed full runs in results/: their files agree, and the weights of
-the record (results/convmixer-256-8/) and of the fast and long recipes
+"""The committed runs in results/: their files agree, and the weights of the
+record (results/convmixer-256-8/) and of the fast and long recipes
 (results/recipes/fast/, results/recipes/long/) still reach their recorded test
-accuracy on the real CIFAR-10 test set."""
+accuracy on the real CIFAR-10 test set. The ablation sweep's records
+(results/ablations/) agree with the sweep's configurations."""
 
 import pathlib
 
@@ -9,7 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
-from convmixer_lib.model import build_convmixer
+from convmixer_lib import ablations
+from convmixer_lib.model import build_convmixer, convmixer_config
 from convmixer_lib.recipes import LEAVE_ONE_OUT, RECIPES as RECIPE_SETTINGS
 from convmixer_lib.rundir import load_run_model, read_json
 from convmixer_lib.training import evaluate
@@ -29,13 +31,16 @@ FAST = RECIPES / "fast"
 LONG = RECIPES / "long"
 WEIGHTED_RUN_FILES = ["best.weights.h5", "config.json", "history.json", "metrics.json",
                       "run.json"]
+ABLATIONS = RESULTS / "ablations"
 
 
 def test_every_run_in_results_is_listed():
     assert sorted(p.name for p in RESULTS.iterdir() if p.is_dir()) == sorted(
-        [*RUNS, "recipes"])
+        [*RUNS, "recipes", "ablations"])
     listed = {"fast", "long", *(f"fast-without-{name}" for name in LEAVE_ONE_OUT)}
     assert {p.name for p in RECIPES.iterdir() if p.is_dir()} <= listed
+    sweep = {run["name"] for run in ablations.configurations()}
+    assert {p.name for p in ABLATIONS.iterdir()} <= sweep
 
 
 def test_the_step_profile_adds_up():
@@ -147,3 +152,37 @@ def test_recipe_weights_reach_the_recorded_test_accuracy(run_dir, real_cifar10):
     for flips, key in ((False, "test_accuracy"), (True, "test_accuracy_flips")):
         accuracy = evaluate(model, x_test, y_test, flips=flips)["accuracy"]
         assert abs(accuracy - metrics[key]) <= 0.002, key
+
+
+def _ablation_runs():
+    finished = {p.name for p in ABLATIONS.iterdir()}
+    return [run for run in ablations.configurations() if run["name"] in finished]
+
+
+@pytest.mark.parametrize("run", _ablation_runs(), ids=lambda run: run["name"])
+def test_ablation_records_agree_with_the_sweep_and_themselves(run):
+    run_dir = ABLATIONS / run["name"]
+    # Records only: the weights stay out of the book (.gitignore), and a
+    # finished run leaves no lock or backup behind.
+    files = {p.name for p in run_dir.iterdir()} - {"best.weights.h5"}
+    assert files == {"config.json", "history.json", "metrics.json", "run.json"}
+    history, metrics = read_json(run_dir / "history.json"), read_json(run_dir / "metrics.json")
+    settings = read_json(run_dir / "run.json")["settings"]
+    sweep = ablations.SWEEP
+    assert {key: settings[key] for key in RECIPE_SETTINGS[sweep["recipe"]]} == {
+        **RECIPE_SETTINGS[sweep["recipe"]], "epochs": sweep["epochs"]}
+    assert {key: metrics[key] for key in settings} == settings
+    assert (metrics["recipe"], metrics["train_images"], metrics["validation_images"],
+            metrics["test_images"]) == (sweep["recipe"], sweep["train_size"], 5_000, 10_000)
+    assert (metrics["ablation"], metrics["seed"]) == (run["name"], run["seed"])
+    model = build_convmixer(**run["model"])
+    assert metrics["model"] == read_json(run_dir / "config.json") == convmixer_config(model)
+    assert metrics["parameters"] == model.count_params()
+    assert [h["epoch"] for h in history] == list(range(1, sweep["epochs"] + 1))
+    best = max(history, key=lambda h: h["val_accuracy"])
+    assert (metrics["best_epoch"], metrics["best_val_accuracy"]) == (
+        best["epoch"], best["val_accuracy"])
+    assert metrics["seconds_per_epoch"] == [h["seconds"] for h in history]
+    confusion = np.array(metrics["confusion_matrix"])
+    assert confusion.sum() == 10_000
+    assert np.trace(confusion) / 10_000 == pytest.approx(metrics["test_accuracy"])
