@@ -106,9 +106,13 @@ def sweep_results(folder):
         factor in words, None for the baseline), `label` (the change in words,
         "baseline" for the baseline), `model` (the build arguments),
         `seed`, `parameters`, `minutes` (training time, the epochs' seconds
-        summed, / 60), `val_accuracy` (the best epoch's, fraction correct),
-        `val_accuracy_flips`, `test_accuracy`, `test_accuracy_flips` and
-        `processor` (the machine that trained it, in words).
+        summed, / 60), `val_accuracy` (the best epoch's, with the averaged
+        weights the run keeps; fraction correct), `val_accuracy_flips`,
+        `raw_val_accuracy` (the best epoch's, with the raw weights),
+        `train_accuracy` (the best epoch's running mean over the augmented
+        training images, in training mode), `test_accuracy`,
+        `test_accuracy_flips` and `processor` (the machine that trained it,
+        in words).
     """
     results = []
     for run in configurations():
@@ -116,6 +120,7 @@ def sweep_results(folder):
         if run_state(run_dir) != "finished":
             continue
         metrics = read_json(os.path.join(run_dir, "metrics.json"))
+        best = read_json(os.path.join(run_dir, "history.json"))[metrics["best_epoch"] - 1]
         factor, value = run["factor"], run["value"]
         factor_name = FACTOR_NAMES[factor] if factor else None
         if factor is None:
@@ -128,6 +133,8 @@ def sweep_results(folder):
             "minutes": sum(metrics["seconds_per_epoch"]) / 60,
             "val_accuracy": metrics["best_val_accuracy"],
             "val_accuracy_flips": metrics["best_val_accuracy_flips"],
+            "raw_val_accuracy": best["raw_val_accuracy"],
+            "train_accuracy": best["accuracy"],
             "test_accuracy": metrics["test_accuracy"],
             "test_accuracy_flips": metrics["test_accuracy_flips"],
             "processor": metrics["environment"]["processor"],

@@ -97,7 +97,12 @@ def test_sweep_results_name_each_finished_change_and_leave_out_unfinished_ones(
          "no residual connection")]
     for r in results:
         metrics = json.loads((tmp_path / r["name"] / "metrics.json").read_text())
+        history = json.loads((tmp_path / r["name"] / "history.json").read_text())
         assert r["val_accuracy"] == metrics["best_val_accuracy"]
+        best = history[metrics["best_epoch"] - 1]
+        assert best["epoch"] == metrics["best_epoch"]
+        assert (r["raw_val_accuracy"], r["train_accuracy"]) == (
+            best["raw_val_accuracy"], best["accuracy"])
         assert r["test_accuracy_flips"] == metrics["test_accuracy_flips"]
         assert r["minutes"] == pytest.approx(sum(metrics["seconds_per_epoch"]) / 60)
         assert r["parameters"] == build_convmixer(**r["model"]).count_params()
