@@ -59,7 +59,8 @@ def build_convmixer(
             depthwise convolutions compute their filter gradient with the
             library's op. The same function, faster to train on a CPU; the two
             versions load each other's weights. Only GELU before BatchNorm has
-            a fused layer; other variants use Keras' layers.
+            a fused layer; the other variants use Keras' activation and
+            BatchNorm layers, with the library's depthwise convolution.
 
     Built inside a `tf.distribute` strategy with several replicas (see
     `training.distribution`), the model uses Keras' layers, with BatchNorm
@@ -97,9 +98,11 @@ def build_convmixer(
     if activation not in ACTIVATIONS:
         raise ValueError(f"`activation` must be one of {ACTIVATIONS}, got {activation!r}.")
     synchronized = tf.distribute.get_strategy().num_replicas_in_sync > 1
-    # The fused layers keep one replica's statistics and compute GELU, then BatchNorm.
-    fused = fused and not synchronized and activation == "gelu" and not batchnorm_first
-    block_end = dict(activation=activation, batchnorm_first=batchnorm_first, fused=fused,
+    # The fused layers keep one replica's statistics; GeluBatchNorm computes
+    # GELU, then BatchNorm, and no other pair.
+    fused = fused and not synchronized
+    block_end = dict(activation=activation, batchnorm_first=batchnorm_first,
+                     fused=fused and activation == "gelu" and not batchnorm_first,
                      synchronized=synchronized)
     inputs = keras.Input((image_size, image_size, 3), name="images")
     x = layers.Rescaling(1.0 / 255, name="rescaling")(inputs)

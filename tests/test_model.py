@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from convmixer_lib.fused import DepthwiseConv
 from convmixer_lib.model import (
     CLASSIFIER,
     STEM_CONV,
@@ -91,29 +92,42 @@ def _batchnorm(x, gamma, beta, mean, variance, epsilon=1e-3):
     return gamma * (x - mean) / np.sqrt(variance + epsilon) + beta
 
 
-def _forward_by_hand(model, image, patch_size, kernel_size):
+def _forward_by_hand(model, image, patch_size, kernel_size, activation="gelu",
+                     residual=True, batchnorm_first=False):
     """ConvMixer's forward pass on one image, written out in NumPy from the
-    paper's definition, reading the model's weights by layer name."""
+    paper's definition, reading the model's weights by layer name. The
+    variants change the activation, drop the residual connection or put
+    BatchNorm before the activation."""
     def weights(name):
         return [np.asarray(w, "float64") for w in model.get_layer(name).get_weights()]
+
+    activate = _gelu if activation == "gelu" else (lambda x: np.maximum(x, 0))
+
+    def activate_and_normalize(x, name):
+        statistics = weights(name)
+        if batchnorm_first:
+            return activate(_batchnorm(x, *statistics))
+        return _batchnorm(activate(x), *statistics)
 
     x = np.asarray(image, "float64") / 255
     kernel, bias = weights(STEM_CONV)
     size = x.shape[0] // patch_size
     patches = x.reshape(size, patch_size, size, patch_size, 3).transpose(0, 2, 1, 3, 4)
     x = np.einsum("ijabc,abcf->ijf", patches, kernel) + bias
-    x = _batchnorm(_gelu(x), *weights("stem_bn"))
+    x = activate_and_normalize(x, "stem_bn")
     pad = (kernel_size - 1) // 2
     for block in range(1, convmixer_config(model)["depth"] + 1):
-        residual = x
+        block_input = x
         kernel, bias = weights(depthwise_conv_name(block))
         padded = np.pad(x, ((pad, pad), (pad, pad), (0, 0)))
         x = sum(padded[a:a + size, b:b + size] * kernel[a, b, :, 0]
                 for a in range(kernel_size) for b in range(kernel_size)) + bias
-        x = _batchnorm(_gelu(x), *weights(f"block{block}_depthwise_bn")) + residual
+        x = activate_and_normalize(x, f"block{block}_depthwise_bn")
+        if residual:
+            x = x + block_input
         kernel, bias = weights(pointwise_conv_name(block))
         x = x @ kernel[0, 0] + bias
-        x = _batchnorm(_gelu(x), *weights(f"block{block}_pointwise_bn"))
+        x = activate_and_normalize(x, f"block{block}_pointwise_bn")
     kernel, bias = weights(CLASSIFIER)
     logits = x.mean(axis=(0, 1)) @ kernel + bias
     return np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
@@ -127,19 +141,30 @@ def _randomize(model, rng):
     ])
 
 
+VARIANTS = [{}, {"activation": "relu"}, {"residual": False}, {"batchnorm_first": True}]
+
+
 @pytest.mark.parametrize("fused", [False, True])
-def test_the_architecture_is_the_papers(fused):
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda variant: ",".join(
+    f"{key}={value}" for key, value in variant.items()) or "paper")
+def test_the_architecture_is_the_papers(variant, fused):
     """The model's output equals a hand-written forward pass: patch embedding,
     then per block depthwise conv -> GELU -> BN -> + residual, pointwise conv ->
-    GELU -> BN, then average pooling, a linear layer and softmax."""
+    GELU -> BN, then average pooling, a linear layer and softmax; and so do the
+    ablation chapter's variants of it."""
     model = build_convmixer(filters=4, depth=2, kernel_size=3, patch_size=2,
-                            image_size=8, fused=fused)
+                            image_size=8, fused=fused, **variant)
+    assert convmixer_config(model) == {"filters": 4, "depth": 2, "kernel_size": 3,
+                                       "patch_size": 2, "image_size": 8,
+                                       "num_classes": 10, **variant}
+    # Every variant trains with the library's depthwise convolution when fused.
+    assert isinstance(model.get_layer(depthwise_conv_name(1)), DepthwiseConv) == fused
     rng = np.random.default_rng(0)
     _randomize(model, rng)
     images = rng.integers(0, 256, (3, 8, 8, 3)).astype("uint8")
     predicted = model.predict(images, verbose=0)
     for image, probabilities in zip(images, predicted):
-        expected = _forward_by_hand(model, image, patch_size=2, kernel_size=3)
+        expected = _forward_by_hand(model, image, patch_size=2, kernel_size=3, **variant)
         np.testing.assert_allclose(probabilities, expected, rtol=1e-4, atol=1e-6)
 
 
