@@ -101,6 +101,19 @@ def test_the_record_reaches_the_examples_test_accuracy():
     assert read_json(RECORD / "metrics.json")["test_accuracy"] >= EXAMPLE_TEST_ACCURACY
 
 
+def _assert_history_and_metrics_agree(history, metrics):
+    """A run's history holds every epoch, its metrics the best of them (chosen
+    on validation), the epochs' seconds and a confusion matrix of the test set."""
+    assert [h["epoch"] for h in history] == list(range(1, metrics["epochs"] + 1))
+    best = max(history, key=lambda h: h["val_accuracy"])
+    assert (metrics["best_epoch"], metrics["best_val_accuracy"]) == (
+        best["epoch"], best["val_accuracy"])
+    assert metrics["seconds_per_epoch"] == [h["seconds"] for h in history]
+    confusion = np.array(metrics["confusion_matrix"])
+    assert confusion.sum() == metrics["test_images"]
+    assert np.trace(confusion) / confusion.sum() == pytest.approx(metrics["test_accuracy"])
+
+
 def _recipe_runs():
     return [FAST, LONG, *sorted(RECIPES.glob("fast-without-*"))]
 
@@ -117,13 +130,7 @@ def test_recipe_runs_agree_with_their_recipe_and_their_records(run_dir):
     assert {key: metrics[key] for key in settings} == settings
     assert (metrics["train_images"], metrics["validation_images"], metrics["test_images"]) == (
         45_000, 5_000, 10_000)
-    assert [h["epoch"] for h in history] == list(range(1, metrics["epochs"] + 1))
-    best = max(history, key=lambda h: h["val_accuracy"])
-    assert (metrics["best_epoch"], metrics["best_val_accuracy"]) == (
-        best["epoch"], best["val_accuracy"])
-    assert metrics["seconds_per_epoch"] == [h["seconds"] for h in history]
-    confusion = np.array(metrics["confusion_matrix"])
-    assert np.trace(confusion) / confusion.sum() == pytest.approx(metrics["test_accuracy"])
+    _assert_history_and_metrics_agree(history, metrics)
     assert [s["epochs"] for s in metrics["segments"]][-1][-1] == metrics["epochs"]
 
 
@@ -178,11 +185,4 @@ def test_ablation_records_agree_with_the_sweep_and_themselves(run):
     model = build_convmixer(**run["model"])
     assert metrics["model"] == read_json(run_dir / "config.json") == convmixer_config(model)
     assert metrics["parameters"] == model.count_params()
-    assert [h["epoch"] for h in history] == list(range(1, sweep["epochs"] + 1))
-    best = max(history, key=lambda h: h["val_accuracy"])
-    assert (metrics["best_epoch"], metrics["best_val_accuracy"]) == (
-        best["epoch"], best["val_accuracy"])
-    assert metrics["seconds_per_epoch"] == [h["seconds"] for h in history]
-    confusion = np.array(metrics["confusion_matrix"])
-    assert confusion.sum() == 10_000
-    assert np.trace(confusion) / 10_000 == pytest.approx(metrics["test_accuracy"])
+    _assert_history_and_metrics_agree(history, metrics)
