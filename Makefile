@@ -31,6 +31,7 @@ TEST_05_filters := -p RUN_DIR $(RECORD) -p CHANNELS 8
 TEST_02_model := -p PROFILE $(abspath results/step-profile.json)
 TEST_06_explain := -p RECORD_DIR $(RECORD) -p EVAL_SIZE 256 -p GALLERY 3 \
   -p EXPORT_DIR $(abspath _build/runs/test-export)
+TEST_07_ablations := -p ABLATIONS_DIR $(abspath results/ablations)
 
 # $(call papermill,OPTIONS,OUTPUT_DIR,PARAMETER_PREFIX): one papermill command per
 # notebook, in order, with the parameters $(PREFIX_<notebook name>).

@@ -150,7 +150,7 @@ def test_colab_and_download_buttons(site, browser, chapter):
 def test_the_book_has_its_figures():
     figures = {chapter: _expected_figures(chapter) for chapter in CHAPTERS}
     assert figures["01_data"] >= 3 and figures["03_training"] >= 4
-    assert figures["05_filters"] >= 4
+    assert figures["05_filters"] >= 4 and figures["07_ablations"] >= 2
 
 
 def test_search_finds_convmixer(site, browser):
