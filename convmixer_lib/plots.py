@@ -12,6 +12,7 @@ import textwrap
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullFormatter, PercentFormatter
+from matplotlib.transforms import Bbox
 
 from .ablations import baseline_and_changes
 from .data import CLASS_NAMES
@@ -451,9 +452,6 @@ def plot_ablation_costs(results, title="What each change costs"):
         ax.plot([r[key] for r in baseline], [r["val_accuracy"] for r in baseline], "s",
                 color="C1", label="baseline runs")
         ax.plot([r[key] for r in changes], [r["val_accuracy"] for r in changes], "o", color="C0")
-        for index, r in enumerate(changes):
-            ax.annotate(r["label"], (r[key], r["val_accuracy"]), fontsize=7,
-                        xytext=(4, 4 if index % 2 else -9), textcoords="offset points")
         ax.grid(alpha=0.3)
     minutes, parameters = panels
     minutes.set_xlabel("minutes of training (2 CPU cores)")
@@ -470,7 +468,52 @@ def plot_ablation_costs(results, title="What each change costs"):
     minutes.legend(fontsize=8, loc="lower right")
     figure.suptitle(title)
     figure.tight_layout()
+    for ax, key in zip(panels, ("minutes", "parameters")):
+        _label_points(ax, [(r[key], r["val_accuracy"]) for r in changes],
+                      [r["label"] for r in changes])
     return figure
+
+
+# Places tried for a point's label, as (x, y) offsets in points from the point
+# and the label's horizontal alignment: beside it, above or below it, then
+# beside it but one, two or three lines higher or lower.
+_LABEL_PLACES = [(5, 0, "left"), (-5, 0, "right"), (0, 9, "center"), (0, -9, "center")] + [
+    (side * 5, lines * 9, "left" if side > 0 else "right")
+    for lines in (1, -1, 2, -2, 3, -3) for side in (1, -1)]
+
+
+def _label_points(ax, points, labels, fontsize=7):
+    """Write each label beside its point (data coordinates) in the first of
+    `_LABEL_PLACES` where it stays inside `ax` and covers no marker, no legend
+    and no label written before it; where no place is free, beside it on the
+    right. Call it once the figure's layout is final: places are measured on
+    the canvas.
+    """
+    renderer = ax.figure.canvas.get_renderer()
+    pixels_per_point = ax.figure.dpi / 72
+    taken = [ax.get_legend().get_window_extent(renderer)] if ax.get_legend() else []
+    for line in ax.get_lines():
+        if line.get_marker() in ("None", None, ""):
+            continue
+        radius = (line.get_markersize() / 2 + 1) * pixels_per_point
+        for x, y in ax.transData.transform(line.get_xydata()):
+            taken.append(Bbox([[x - radius, y - radius], [x + radius, y + radius]]))
+    frame = ax.get_window_extent(renderer)
+    for point, label in zip(points, labels):
+        for dx, dy, alignment in _LABEL_PLACES:
+            text = ax.annotate(label, point, xytext=(dx, dy), textcoords="offset points",
+                               fontsize=fontsize, ha=alignment, va="center")
+            box = text.get_window_extent(renderer)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and (
+                frame.y0 <= box.y0 and box.y1 <= frame.y1)
+            if inside and not any(box.overlaps(other) for other in taken):
+                break
+            text.remove()
+        else:
+            text = ax.annotate(label, point, xytext=_LABEL_PLACES[0][:2],
+                               textcoords="offset points", fontsize=fontsize, va="center")
+            box = text.get_window_extent(renderer)
+        taken.append(box)
 
 
 def show_source(function):

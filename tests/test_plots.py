@@ -1,3 +1,5 @@
+import pathlib
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -5,10 +7,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from matplotlib.transforms import Bbox
 
-from convmixer_lib import plots
+from convmixer_lib import ablations, plots
 from convmixer_lib.data import CLASS_NAMES
 from convmixer_lib.model import build_convmixer
+
+RESULTS = pathlib.Path(__file__).resolve().parent.parent / "results"
 
 
 @pytest.fixture(scope="module")
@@ -244,3 +249,26 @@ def test_ablation_costs_put_every_change_against_minutes_and_parameters():
         "depth 4", "kernel size 3", "kernel size 9", "no residual connection"]
     with pytest.raises(ValueError, match="baseline"):
         plots.plot_ablation_costs(_ablation_results()[2:])
+
+
+def test_ablation_costs_labels_cover_no_marker_legend_or_other_label():
+    # The committed sweep, as chapter 7 draws it: five changes keep the
+    # baseline's 602,890 parameters, so their points share one column.
+    results = ablations.sweep_results(RESULTS / "ablations")
+    figure = plots.plot_ablation_costs(results)
+    renderer = figure.canvas.get_renderer()
+    radius = plt.rcParams["lines.markersize"] / 2 * figure.dpi / 72
+    for ax in figure.axes:
+        labels = [t.get_window_extent(renderer) for t in ax.texts]
+        assert len(labels) == len(results) - 3
+        frame = ax.get_window_extent(renderer)
+        assert all(frame.contains(b.x0, b.y0) and frame.contains(b.x1, b.y1) for b in labels)
+        points = np.concatenate([ax.transData.transform(line.get_xydata())
+                                 for line in ax.get_lines() if line.get_marker() != "None"])
+        assert len(points) == len(results)
+        taken = [Bbox([[x - radius, y - radius], [x + radius, y + radius]]) for x, y in points]
+        if ax.get_legend():
+            taken.append(ax.get_legend().get_window_extent(renderer))
+        for text, box in zip(ax.texts, labels):
+            assert not any(box.overlaps(other) for other in taken), text.get_text()
+            taken.append(box)
