@@ -396,7 +396,7 @@ def plot_ablations(results, title="One change at a time: validation accuracy"):
     panels = len(numeric) + bool(others)
     columns = min(panels, 3)
     figure, axes = plt.subplots(math.ceil(panels / columns), columns, sharey=True,
-                                figsize=(3.8 * columns, 3.4 * math.ceil(panels / columns)),
+                                figsize=(3.0 * columns, 2.9 * math.ceil(panels / columns)),
                                 squeeze=False)
     mean = np.mean([r["val_accuracy"] for r in baseline])
     spread = [[mean - min(r["val_accuracy"] for r in baseline)],
@@ -430,15 +430,15 @@ def plot_ablations(results, title="One change at a time: validation accuracy"):
     for ax in axes.flat[:panels]:
         ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
         ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=7, loc="lower right")
+    axes.flat[0].legend(fontsize=8, loc="lower right")
     figure.suptitle(title)
     figure.tight_layout()
     return figure
 
 
 def plot_ablation_costs(results, title="What each change costs"):
-    """Validation accuracy of every run against its training minutes (left) and
-    its parameter count (right, log scale); each point is labelled with its
+    """Validation accuracy of every run against its training minutes (top) and
+    its parameter count (bottom, log scale); each point is labelled with its
     change (`label`), the baseline's seeds are drawn as one shaded range.
 
     Args:
@@ -446,7 +446,7 @@ def plot_ablation_costs(results, title="What each change costs"):
             baseline; `label`, `minutes`, `parameters`, `val_accuracy`).
     """
     baseline, changes = baseline_and_changes(results)
-    figure, panels = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
+    figure, panels = plt.subplots(2, 1, figsize=(8, 9), sharey=True)
     for ax, key in zip(panels, ("minutes", "parameters")):
         _baseline_band(ax, baseline)
         ax.plot([r[key] for r in baseline], [r["val_accuracy"] for r in baseline], "s",
@@ -463,8 +463,9 @@ def plot_ablation_costs(results, title="What each change costs"):
         lambda value, _: f"{value / 1e6:g}M" if value >= 1e6 else f"{value / 1e3:g}k")
     parameters.xaxis.set_minor_formatter(NullFormatter())
     parameters.set_title("Accuracy against parameters")
-    minutes.set_ylabel("validation accuracy")
-    minutes.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+    for ax in panels:
+        ax.set_ylabel("validation accuracy")
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
     minutes.legend(fontsize=8, loc="lower right")
     figure.suptitle(title)
     figure.tight_layout()
@@ -482,7 +483,7 @@ _LABEL_PLACES = [(5, 0, "left"), (-5, 0, "right"), (0, 9, "center"), (0, -9, "ce
     for lines in (1, -1, 2, -2, 3, -3) for side in (1, -1)]
 
 
-def _label_points(ax, points, labels, fontsize=7):
+def _label_points(ax, points, labels, fontsize=8):
     """Write each label beside its point (data coordinates) in the first of
     `_LABEL_PLACES` where it stays inside `ax` and covers no marker, no legend
     and no label written before it; where no place is free, beside it on the
