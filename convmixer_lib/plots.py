@@ -501,19 +501,16 @@ def _label_points(ax, points, labels, fontsize=8):
             taken.append(Bbox([[x - radius, y - radius], [x + radius, y + radius]]))
     frame = ax.get_window_extent(renderer)
     for point, label in zip(points, labels):
-        for dx, dy, alignment in _LABEL_PLACES:
-            text = ax.annotate(label, point, xytext=(dx, dy), textcoords="offset points",
-                               fontsize=fontsize, ha=alignment, va="center")
+        text = ax.annotate(label, point, textcoords="offset points", fontsize=fontsize,
+                           va="center")
+        # The first place comes again last: where it ends when none is free.
+        for dx, dy, alignment in _LABEL_PLACES + _LABEL_PLACES[:1]:
+            text.xyann = (dx, dy)
+            text.set_horizontalalignment(alignment)
             box = text.get_window_extent(renderer)
-            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and (
-                frame.y0 <= box.y0 and box.y1 <= frame.y1)
+            inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
             if inside and not any(box.overlaps(other) for other in taken):
                 break
-            text.remove()
-        else:
-            text = ax.annotate(label, point, xytext=_LABEL_PLACES[0][:2],
-                               textcoords="offset points", fontsize=fontsize, va="center")
-            box = text.get_window_extent(renderer)
         taken.append(box)
 
 
