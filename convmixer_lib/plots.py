@@ -501,8 +501,8 @@ def _label_points(ax, points, labels, fontsize=8):
             taken.append(Bbox([[x - radius, y - radius], [x + radius, y + radius]]))
     frame = ax.get_window_extent(renderer)
     for point, label in zip(points, labels):
-        text = ax.annotate(label, point, textcoords="offset points", fontsize=fontsize,
-                           va="center")
+        text = ax.annotate(label, point, xytext=(0, 0), textcoords="offset points",
+                           fontsize=fontsize, va="center")
         # The first place comes again last: where it ends when none is free.
         for dx, dy, alignment in _LABEL_PLACES + _LABEL_PLACES[:1]:
             text.xyann = (dx, dy)
