@@ -80,7 +80,7 @@ def _parser():
         "unless --overwrite is given.")
     t.add_argument("--recipe", choices=RECIPES, default="example",
                    help="the settings below that are not given: 'example' as the Keras "
-                   "example trains (10 epochs), 'fast' (4 epochs), 'long' (25 epochs); see "
+                   "example trains (10 epochs), 'fast' (4 epochs), 'fast3' (3 epochs), 'long' (25 epochs); see "
                    "convmixer_lib/recipes.py (default: example)")
     t.add_argument("--epochs", type=positive_int_argument, help="recipe's by default")
     t.add_argument("--batch-size", type=positive_int_argument, help="recipe's by default")
@@ -100,6 +100,10 @@ def _parser():
     t.add_argument("--ema", type=float,
                    help="momentum of the averaged weights that are validated and kept, "
                    "0 for none; recipe's by default")
+    t.add_argument("--bn-images", type=int,
+                   help="re-estimate the averaged weights' BatchNorm statistics on this "
+                   "many training images before each validation, 0 for none; recipe's "
+                   "by default")
     t.add_argument("--augment", choices=AUGMENTATIONS,
                    help="augmentation of the training batches, recipe's by default")
     t.add_argument("--seed", type=int, default=42, help="default: 42")

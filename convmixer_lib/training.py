@@ -5,6 +5,7 @@ Everything a run writes goes into a run directory; `rundir.py` keeps it whole.
 """
 
 import os
+import time
 
 import keras
 import numpy as np
@@ -160,6 +161,71 @@ def learning_rate_schedule(learning_rate, schedule, total_steps, warmup_steps=0)
     raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {schedule!r}.")
 
 
+def batchnorm_layers(model):
+    """The layers of `model` that keep BatchNorm statistics: each has
+    `moving_mean`, `moving_variance` (variables of shape `(channels,)`) and
+    `momentum` (Keras' `BatchNormalization` and the library's `GeluBatchNorm`)."""
+    return [layer for layer in model.layers
+            if all(hasattr(layer, name) for name in ("moving_mean", "moving_variance",
+                                                      "momentum"))]
+
+
+def batchnorm_statistics(model):
+    """Every BatchNorm layer's moving mean and variance, as a list of NumPy arrays."""
+    return [keras.ops.convert_to_numpy(variable) for layer in batchnorm_layers(model)
+            for variable in (layer.moving_mean, layer.moving_variance)]
+
+
+def set_batchnorm_statistics(model, statistics):
+    """Put `statistics` (from `batchnorm_statistics`) back into `model`."""
+    variables = [variable for layer in batchnorm_layers(model)
+                 for variable in (layer.moving_mean, layer.moving_variance)]
+    for variable, value in zip(variables, statistics, strict=True):
+        variable.assign(value)
+
+
+def reestimate_batchnorm(model, batches, images=None):
+    """Recompute every BatchNorm layer's statistics for the weights in `model`.
+
+    Each layer's moving mean and variance become the average, over `batches`,
+    of the mean and (biased) variance of its input in each batch, computed in
+    a training-mode forward pass: what `torch.optim.swa_utils.update_bn`
+    does for averaged weights. Nothing else changes: no weight is trained.
+
+    Args:
+        model: a model with BatchNorm layers (see `batchnorm_layers`).
+        batches: an iterable of `(images, targets)` batches, images
+            `(batch, height, width, 3)` as the model takes them.
+        images: stop once at least this many images were used (None: all
+            of `batches`).
+
+    Returns:
+        The number of images the statistics were computed on.
+
+    Raises:
+        ValueError: if `batches` yields no batch.
+    """
+    layers = batchnorm_layers(model)
+    momenta = [layer.momentum for layer in layers]
+    per_batch, used = [], 0
+    try:
+        for layer in layers:  # the moving statistics become each batch's own
+            layer.momentum = 0.0
+        for x, _ in batches:
+            model(x, training=True)
+            per_batch.append(batchnorm_statistics(model))
+            used += len(x)
+            if images is not None and used >= images:
+                break
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    if not per_batch:
+        raise ValueError("`batches` yielded no batch to re-estimate BatchNorm statistics on.")
+    set_batchnorm_statistics(model, [np.mean(values, axis=0) for values in zip(*per_batch)])
+    return used
+
+
 class AveragedWeights(keras.callbacks.SwapEMAWeights):
     """Validate, keep and back up the optimizer's averaged weights (`use_ema=True`).
 
@@ -167,28 +233,71 @@ class AveragedWeights(keras.callbacks.SwapEMAWeights):
     average of the weights into the model for validation and for the
     callbacks that follow it at the end of each epoch (`RunLog` keeps them as
     the best weights), and the raw weights back before the next epoch trains.
-    This subclass also validates the raw weights (`raw_val_accuracy`,
-    `raw_val_loss` in the epoch's logs) and, when a run resumes from a backup
-    taken at the end of an epoch (averaged weights in the model), swaps them
-    back before training goes on.
+    Keras averages the trainable weights only: the BatchNorm statistics in
+    the model stay those of the raw weights. With `bn_batches`, this callback
+    re-estimates them for the averaged weights (`reestimate_batchnorm`) before
+    they are validated, keeps them with the averaged weights, and gives the
+    raw weights their own back while they train.
+
+    Args:
+        val_dataset: the validation batches, targets one-hot.
+        bn_batches: training batches to re-estimate the statistics on (None:
+            no re-estimate), of which the first `bn_images` images are used.
+
+    Each epoch's logs gain `raw_val_accuracy` and `raw_val_loss` (the raw
+    weights), and with `bn_batches` also `stale_bn_val_accuracy` and
+    `stale_bn_val_loss` (the averaged weights with the raw weights'
+    statistics, as without the re-estimate) and `bn_seconds` (the time the
+    re-estimate took). When a run resumes from a backup taken at the end of
+    an epoch (averaged weights in the model), the raw weights are swapped
+    back before training goes on; they then start from the averaged
+    weights' statistics, which their own training replaces.
     """
 
-    def __init__(self, val_dataset):
+    def __init__(self, val_dataset, bn_batches=None, bn_images=None):
         super().__init__(swap_on_epoch=True)
         self.val_dataset = val_dataset
+        self.bn_batches, self.bn_images = bn_batches, bn_images
         self._first_epoch = True
+        self._raw_statistics = self._averaged_statistics = None
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._first_epoch and epoch > 0:  # restored from a backup taken after a swap
             self._ema_weights_in_model = True
         self._first_epoch = False
         super().on_epoch_begin(epoch, logs)
+        self._restore_raw_statistics()
+
+    def on_test_begin(self, logs=None):  # fit's validation
+        super().on_test_begin(logs)
+        if self.bn_batches is not None:
+            self._raw_statistics = batchnorm_statistics(self.model)
+            start = time.perf_counter()
+            reestimate_batchnorm(self.model, self.bn_batches, self.bn_images)
+            self._bn_seconds = time.perf_counter() - start
+            self._averaged_statistics = batchnorm_statistics(self.model)
+
+    def on_test_end(self, logs=None):
+        super().on_test_end(logs)
+        self._restore_raw_statistics()
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:  # the raw weights are in the model now
-            raw = self.model.evaluate(self.val_dataset, verbose=0, return_dict=True)
-            logs["raw_val_loss"], logs["raw_val_accuracy"] = raw["loss"], raw["accuracy"]
-        super().on_epoch_end(epoch, logs)
+            self._log_validation(logs, "raw_val")
+        super().on_epoch_end(epoch, logs)  # the averaged weights are in the model now
+        if self._averaged_statistics is not None:
+            if logs is not None:
+                self._log_validation(logs, "stale_bn_val")
+                logs["bn_seconds"] = self._bn_seconds
+            set_batchnorm_statistics(self.model, self._averaged_statistics)
+
+    def _log_validation(self, logs, prefix):
+        results = self.model.evaluate(self.val_dataset, verbose=0, return_dict=True)
+        logs[f"{prefix}_loss"], logs[f"{prefix}_accuracy"] = results["loss"], results["accuracy"]
+
+    def _restore_raw_statistics(self):
+        if self._raw_statistics is not None:
+            set_batchnorm_statistics(self.model, self._raw_statistics)
 
 
 def _one_hot(dataset, num_classes):
@@ -245,6 +354,7 @@ def run_experiment(
     warmup=0.0,
     label_smoothing=0.0,
     ema=0.0,
+    bn_images=0,
     seed=None,
     settings=None,
     details=None,
@@ -282,6 +392,11 @@ def run_experiment(
             weights kept by the optimizer (`use_ema`), e.g. 0.99: the average is
             validated, kept and tested; `raw_val_accuracy` records the raw
             weights' validation accuracy beside it.
+        bn_images: with `ema`, re-estimate the BatchNorm statistics of the
+            averaged weights on this many augmented training images before
+            each validation, and keep them with those weights
+            (`AveragedWeights`); 0: keep the raw weights' statistics, as
+            Keras does.
         seed: recorded; seed before building the model with
             `keras.utils.set_random_seed(seed)`.
         settings: more settings that shape the result (e.g. the number of
@@ -309,6 +424,12 @@ def run_experiment(
         raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing}.")
     if not 0 <= ema < 1:
         raise ValueError(f"`ema` must be 0 (none) or a momentum in (0, 1), got {ema}.")
+    if not (isinstance(bn_images, int) and bn_images >= 0):
+        raise ValueError(f"`bn_images` must be an integer >= 0, got {bn_images!r}.")
+    if bn_images and not ema:
+        raise ValueError(
+            f"`bn_images`={bn_images} re-estimates the averaged weights' BatchNorm "
+            "statistics and needs `ema` > 0, got ema=0.")
     steps = epochs * int(train_dataset.cardinality()) if schedule == "cosine" else 0
     rate = learning_rate_schedule(learning_rate, schedule, steps, round(warmup * steps))
     settings = {
@@ -320,6 +441,7 @@ def run_experiment(
         "weight_decay": weight_decay,
         "label_smoothing": label_smoothing,
         "ema": ema,
+        "bn_images": bn_images,
         "seed": seed,
         "devices": tf.distribute.get_strategy().num_replicas_in_sync,
         **(settings or {}),
@@ -334,14 +456,16 @@ def run_experiment(
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
             metrics=["accuracy"],
         )
+        train_one_hot = _one_hot(train_dataset, num_classes)
         val_one_hot = _one_hot(val_dataset, num_classes)
-        averaged = [AveragedWeights(val_one_hot)] if ema > 0 else []
+        averaged = [AveragedWeights(val_one_hot, train_one_hot if bn_images else None,
+                                    bn_images)] if ema > 0 else []
         log = RunLog(run_dir, segment)
         backup = keras.callbacks.BackupAndRestore(
             os.path.join(run_dir, BACKUP), double_checkpoint=True
         )
         model.fit(
-            _one_hot(train_dataset, num_classes),
+            train_one_hot,
             validation_data=val_one_hot,
             epochs=epochs,
             callbacks=[*callbacks, *averaged, log, backup],

@@ -12,7 +12,7 @@ from conftest import StopAtEpoch, easy_data, train_tiny
 from convmixer_lib.cli import _parser, main
 from convmixer_lib.recipes import LEAVE_ONE_OUT, RECIPES, leave_one_out, recipe_settings
 from convmixer_lib.rundir import load_run_model
-from convmixer_lib.training import evaluate, learning_rate_schedule
+from convmixer_lib.training import evaluate, learning_rate_schedule, reestimate_batchnorm
 
 
 def test_warmup_rises_linearly_then_decays_along_a_cosine():
@@ -179,3 +179,64 @@ def test_leave_one_out_rows_measure_changes_against_the_full_recipe():
     assert rows[0]["change"] == 0
     assert rows[1]["change"] == pytest.approx(-2.0)
     assert (rows[1]["val"], rows[1]["test_flips"]) == (pytest.approx(84.0), pytest.approx(84.0))
+
+
+def _gelu_batchnorm_model(fused):
+    inputs = keras.Input((4, 4, 3))
+    x = keras.layers.Conv2D(5, 1, name="conv")(inputs)
+    if fused:
+        from convmixer_lib.fused import GeluBatchNorm
+        outputs = GeluBatchNorm(name="bn")(x)
+    else:
+        outputs = keras.layers.BatchNormalization(name="bn")(
+            keras.layers.Activation("gelu", name="gelu")(x))
+    return keras.Model(inputs, outputs), keras.Model(inputs, keras.activations.gelu(
+        x, approximate=False))
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_reestimated_batchnorm_statistics_average_those_of_the_batches(fused):
+    keras.utils.set_random_seed(0)
+    model, before_bn = _gelu_batchnorm_model(fused)
+    rng = np.random.default_rng(0)
+    # Three batches of different means and spreads, and one that must stay unused.
+    batches = [(rng.normal(shift, scale, (8, 4, 4, 3)).astype("float32"), None)
+               for shift, scale in ((0, 1), (2, 0.5), (-1, 3), (50, 50))]
+    weights = [w.copy() for w in model.get_weights()]
+    bn = model.get_layer("bn")
+    used = reestimate_batchnorm(model, batches, images=20)  # 20 images: 3 batches of 8
+    assert used == 24
+    z = [keras.ops.convert_to_numpy(before_bn(x)).reshape(-1, 5) for x, _ in batches[:3]]
+    np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean([b.mean(0) for b in z], 0),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean([b.var(0) for b in z], 0),
+                               rtol=1e-4, atol=1e-5)
+    assert bn.momentum == 0.99  # the layer's own momentum again
+    for before, variable in zip(weights, model.weights):
+        if variable.trainable:  # no weight is trained
+            np.testing.assert_array_equal(variable.numpy(), before)
+    with pytest.raises(ValueError, match="no batch"):
+        reestimate_batchnorm(model, [])
+
+
+def test_the_kept_averaged_weights_carry_statistics_of_their_own(tmp_path):
+    # Every training image in each re-estimate, without augmentation: the stem's
+    # BatchNorm mean is then the mean of its input over the training images,
+    # computed with the averaged (kept) weights, not the raw ones.
+    _, history, _ = train_tiny(tmp_path, epochs=2, ema=0.8, bn_images=512, augment="none")
+    for epoch in history:
+        assert {"stale_bn_val_accuracy", "raw_val_accuracy", "bn_seconds"} <= epoch.keys()
+        assert epoch["bn_seconds"] > 0
+    kept = load_run_model(tmp_path)
+    stem_input = keras.Model(kept.input, kept.get_layer("stem_bn").input)
+    x, _ = easy_data(512, 0)
+    expected = keras.ops.convert_to_numpy(stem_input(x)).mean(axis=(0, 1, 2))
+    np.testing.assert_allclose(kept.get_layer("stem_bn").moving_mean.numpy(), expected,
+                               rtol=1e-3, atol=1e-4)
+
+
+def test_a_batchnorm_reestimate_needs_averaged_weights(tmp_path):
+    with pytest.raises(ValueError, match="needs `ema` > 0"):
+        train_tiny(tmp_path, epochs=1, bn_images=64)
+    with pytest.raises(ValueError, match="`bn_images` must be an integer >= 0"):
+        train_tiny(tmp_path, epochs=1, ema=0.9, bn_images=-1)
