@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from .checks import check_positive_int
+from .randaugment import MAX_MAGNITUDE, rand_augment
 
 CLASS_NAMES = (
     "airplane", "automobile", "bird", "cat", "deer",
@@ -248,10 +249,13 @@ def check_images(images, labels=None, image_size=None):
 
 
 AUGMENTATIONS = ("flip-translate", "randaugment", "none")
-# RandAugment (Cubuk et al., 2020) as Keras implements it: 2 of its 11 operations
-# (shear, translation, rotation, brightness, colour, contrast, sharpness,
-# posterization, solarization, auto-contrast, equalization) at a strength
-# drawn up to `factor` of each one's maximum.
+# "randaugment-m12": torchvision's RandAugment at magnitude 12 of 30, as locuslab
+# trains (`randaugment.py`); any magnitude from 0 to 30 may be given.
+RAND_AUGMENT_PREFIX = "randaugment-m"
+# "randaugment": Keras' `RandAugment` layer with 2 of its 11 operations and
+# `factor` 0.1, which the book's first long run used. Its factor is not a
+# strength: it makes posterization keep 1 bit and solarization invert almost
+# every pixel (chapter 4).
 RAND_AUGMENT = {"num_ops": 2, "factor": 0.1}
 # Keras draws the operations once per call: calling it on groups of 16 images
 # rather than on a whole batch varies them within a batch.
@@ -272,7 +276,9 @@ def make_dataset(images, labels, batch_size=128, training=False, seed=None,
         augment: how training batches are augmented: "flip-translate"
             (`make_augmenter`), "randaugment" (Keras' `RandAugment` with
             `RAND_AUGMENT`, on groups of `RAND_AUGMENT_GROUP` images, then
-            `make_augmenter`) or "none".
+            `make_augmenter`), "randaugment-m<magnitude>" (torchvision's
+            RandAugment at that magnitude, 0 to 30, on every image, see
+            `randaugment.rand_augment`, then `make_augmenter`) or "none".
 
     Returns:
         A prefetching dataset of uint8 image batches `(batch, 32, 32, 3)` and
@@ -280,11 +286,13 @@ def make_dataset(images, labels, batch_size=128, training=False, seed=None,
     """
     check_images(images, labels)
     check_positive_int("batch_size", batch_size)
-    if augment not in AUGMENTATIONS:
-        raise ValueError(f"`augment` must be one of {AUGMENTATIONS}, got {augment!r}.")
+    magnitude = rand_augment_magnitude(augment)
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     if training:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    if training and magnitude is not None:
+        dataset = dataset.map(lambda x, y: (rand_augment(x, magnitude), y),
+                              num_parallel_calls=tf.data.AUTOTUNE)
     if training and augment == "randaugment":
         dataset = _rand_augmented_batches(dataset, len(images), batch_size, seed)
     else:
@@ -296,6 +304,23 @@ def make_dataset(images, labels, batch_size=128, training=False, seed=None,
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def rand_augment_magnitude(augment):
+    """The RandAugment magnitude named by `augment` ("randaugment-m12": 12), None
+    for the other augmentations (`AUGMENTATIONS`).
+
+    Raises:
+        ValueError: if `augment` names no augmentation.
+    """
+    if augment in AUGMENTATIONS:
+        return None
+    text = augment.removeprefix(RAND_AUGMENT_PREFIX) if isinstance(augment, str) else ""
+    if text != augment and text.isdigit() and int(text) <= MAX_MAGNITUDE:
+        return int(text)
+    raise ValueError(
+        f"`augment` must be one of {AUGMENTATIONS} or {RAND_AUGMENT_PREFIX}<magnitude> "
+        f"with a whole magnitude from 0 to {MAX_MAGNITUDE}, got {augment!r}.")
 
 
 def _rand_augmented_batches(dataset, count, batch_size, seed):

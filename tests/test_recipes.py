@@ -146,7 +146,8 @@ def test_the_long_recipe_trains_with_randaugment(small_archive, tmp_path):
           "--epochs", "2", "--train-size", "96", "--batch-size", "32", "--filters", "8",
           "--depth", "1"])
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["augment"] == "randaugment" and metrics["warmup"] == 0.4
+    assert metrics["augment"] == "randaugment-m12" and metrics["warmup"] == 0.4
+    assert metrics["bn_images"] == 5120
     assert metrics["epochs"] == 2 and metrics["learning_rate"] == 0.05
 
 

@@ -1,0 +1,225 @@
+"""RandAugment as torchvision implements it, at a strength that means what it says.
+
+locuslab trains ConvMixer-256/8 on CIFAR-10 with torchvision's
+`RandAugment(num_ops=2, magnitude=12)`: every image gets 2 operations, each
+drawn from the 14 of `OPERATIONS`, at strength 12 on a scale of 0 to 30
+(`MAX_MAGNITUDE`), in a random direction where an operation has one.
+`operation_strengths` gives each operation's strength at a magnitude, as
+torchvision defines it; `rand_augment` applies the policy to one image.
+
+Keras' `RandAugment` layer is not this policy: its single `factor` makes
+posterization and solarization stronger as it gets smaller (chapter 4
+measures it), so the library keeps it only as the `"randaugment"` choice of
+`make_dataset` that the book's first long run used.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+MAX_MAGNITUDE = 30
+OPERATIONS = (
+    "identity", "shear_x", "shear_y", "translate_x", "translate_y", "rotate",
+    "brightness", "color", "contrast", "sharpness", "posterize", "solarize",
+    "auto_contrast", "equalize",
+)  # fmt: skip
+# Operations whose strength applies in either direction, each equally likely.
+SIGNED = {"shear_x", "shear_y", "translate_x", "translate_y", "rotate",
+          "brightness", "color", "contrast", "sharpness"}
+
+
+def operation_strengths(magnitude, image_size=32):
+    """Each operation's strength at `magnitude` (0 to 30), as torchvision's.
+
+    Returns:
+        A dict over `OPERATIONS` (None where an operation has no strength):
+        `shear_x`, `shear_y`: shear factor (tangent of the angle);
+        `translate_x`, `translate_y`: shift in whole pixels (at most 150/331
+        of `image_size`, truncated); `rotate`: degrees (at most 30);
+        `brightness`, `color`, `contrast`, `sharpness`: how far the
+        enhancement factor moves from 1 (at most 0.9); `posterize`: bits kept
+        per channel (8 down to 4); `solarize`: the threshold from which pixel
+        values are inverted (255 down to 0).
+
+    Raises:
+        ValueError: if `magnitude` is not a number from 0 to 30.
+    """
+    if not (isinstance(magnitude, (int, float)) and 0 <= magnitude <= MAX_MAGNITUDE):
+        raise ValueError(f"`magnitude` must be a number from 0 to {MAX_MAGNITUDE}, "
+                         f"got {magnitude!r}.")
+    m = magnitude / MAX_MAGNITUDE
+    enhance = 0.9 * m
+    return {
+        "identity": None,
+        "shear_x": 0.3 * m, "shear_y": 0.3 * m,
+        "translate_x": int(150 / 331 * image_size * m),
+        "translate_y": int(150 / 331 * image_size * m),
+        "rotate": 30 * m,
+        "brightness": enhance, "color": enhance, "contrast": enhance, "sharpness": enhance,
+        "posterize": 8 - round(4 * m),
+        "solarize": 255 * (1 - m),
+        "auto_contrast": None, "equalize": None,
+    }
+
+
+_EQUALIZE = keras.layers.Equalization(value_range=(0, 255))
+
+
+def _grayscale(image):
+    """ITU-R 601-2 luma, as PIL and torchvision compute it, shape (h, w, 1)."""
+    return tf.reduce_sum(image * tf.constant([0.2989, 0.587, 0.114]), -1, keepdims=True)
+
+
+def _blend(image, degenerate, factor):
+    """PIL's ImageEnhance: `degenerate + factor * (image - degenerate)`, in 0–255."""
+    return tf.clip_by_value(degenerate + factor * (image - degenerate), 0.0, 255.0)
+
+
+def _smoothed(image):
+    """PIL's SMOOTH filter (weights 1, centre 5, over 13) inside the border; the
+    border pixels kept, as torchvision's `adjust_sharpness` does."""
+    kernel = np.ones((3, 3), np.float32)
+    kernel[1, 1] = 5
+    kernel = tf.constant(np.tile((kernel / 13)[:, :, None, None], (1, 1, 3, 1)))
+    inner = tf.nn.depthwise_conv2d(image[None], kernel, [1, 1, 1, 1], "VALID")[0]
+    inner = tf.pad(inner, [[1, 1], [1, 1], [0, 0]])
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    border = tf.pad(tf.zeros((height - 2, width - 2, 3)), [[1, 1], [1, 1], [0, 0]],
+                    constant_values=1.0)
+    return border * image + (1 - border) * inner
+
+
+def _affine(image, row_x, row_y):
+    """Sample `image` at input coordinates `row_x · (x, y, 1)`, `row_y · (x, y, 1)`
+    of each output pixel (x, y), nearest pixel, zeros outside (torchvision's)."""
+    transform = tf.cast(tf.stack([*row_x, *row_y, 0.0, 0.0]), tf.float32)
+    return keras.ops.image.affine_transform(
+        image[None], transform[None], interpolation="nearest", fill_mode="constant")[0]
+
+
+def _auto_contrast(image):
+    """Stretch each channel to 0–255 (unchanged where a channel is constant)."""
+    low = tf.reduce_min(image, axis=(0, 1), keepdims=True)
+    high = tf.reduce_max(image, axis=(0, 1), keepdims=True)
+    scale = tf.where(high > low, 255.0 / tf.maximum(high - low, 1e-6), 1.0)
+    return tf.where(high > low, (image - low) * scale, image)
+
+
+def _operation(name, image, strength, sign):
+    """Operation `name` of `OPERATIONS` on one float32 image (h, w, 3) in 0–255."""
+    size = tf.cast(tf.shape(image)[:2], tf.float32)
+    centre_y, centre_x = (size[0] - 1) / 2, (size[1] - 1) / 2
+    s = sign * strength if name in SIGNED else strength
+    if name == "identity":
+        return image
+    if name == "shear_x":  # x' = x + s (y - centre)
+        return _affine(image, [1.0, s, -s * centre_y], [0.0, 1.0, 0.0])
+    if name == "shear_y":
+        return _affine(image, [1.0, 0.0, 0.0], [s, 1.0, -s * centre_x])
+    if name == "translate_x":
+        return _affine(image, [1.0, 0.0, -s], [0.0, 1.0, 0.0])
+    if name == "translate_y":
+        return _affine(image, [1.0, 0.0, 0.0], [0.0, 1.0, -s])
+    if name == "rotate":  # about the image's centre
+        angle = s * np.pi / 180
+        cos, sin = tf.cos(angle), tf.sin(angle)
+        return _affine(image, [cos, -sin, centre_x - cos * centre_x + sin * centre_y],
+                       [sin, cos, centre_y - sin * centre_x - cos * centre_y])
+    if name == "brightness":
+        return _blend(image, tf.zeros_like(image), 1 + s)
+    if name == "color":
+        return _blend(image, _grayscale(image), 1 + s)
+    if name == "contrast":
+        return _blend(image, tf.reduce_mean(_grayscale(image)), 1 + s)
+    if name == "sharpness":
+        return _blend(image, _smoothed(image), 1 + s)
+    if name == "posterize":  # keep the `strength` highest bits of each value
+        step = 2.0 ** (8 - s)
+        return tf.floor(image / step) * step
+    if name == "solarize":
+        return tf.where(image >= s, 255.0 - image, image)
+    if name == "auto_contrast":
+        return _auto_contrast(image)
+    if name == "equalize":
+        return _EQUALIZE(image)
+    raise ValueError(f"`name` must be one of {OPERATIONS}, got {name!r}.")
+
+
+def apply_operation(name, image, magnitude, sign=1.0):
+    """Operation `name` at `magnitude` (0–30) on one image, in one direction.
+
+    Args:
+        name: one of `OPERATIONS`.
+        image: uint8 or float array `(height, width, 3)`, values 0–255.
+        magnitude: torchvision's strength scale, see `operation_strengths`.
+        sign: +1 or -1, the direction of a signed operation (`SIGNED`).
+
+    Returns:
+        A float32 tensor `(height, width, 3)` of whole values 0–255.
+    """
+    strength = operation_strengths(magnitude, image.shape[1])[name]
+    image = tf.cast(image, tf.float32)
+    return tf.round(_operation(name, image, strength, sign))
+
+
+def rand_augment(image, magnitude, num_ops=2):
+    """torchvision's `RandAugment(num_ops, magnitude)` on one image.
+
+    `num_ops` times in a row: an operation drawn uniformly from the 14 of
+    `OPERATIONS` (the same one may be drawn twice), in a random direction.
+    Graph-compatible, for `tf.data.Dataset.map` on single images.
+
+    Args:
+        image: uint8 tensor `(height, width, 3)`.
+        magnitude: 0 to 30 (locuslab: 12).
+        num_ops: operations per image.
+
+    Returns:
+        The augmented uint8 image, same shape.
+    """
+    strengths = operation_strengths(magnitude, image.shape[1])
+    x = tf.cast(image, tf.float32)
+    for _ in range(num_ops):
+        index = tf.random.uniform([], 0, len(OPERATIONS), dtype=tf.int32)
+        sign = tf.where(tf.random.uniform([]) < 0.5, -1.0, 1.0)
+        branches = [
+            (lambda name=name: tf.round(_operation(name, x, strengths[name], sign)))
+            for name in OPERATIONS
+        ]
+        x = tf.switch_case(index, branches)
+        x = tf.ensure_shape(x, image.shape)
+    return tf.cast(x, tf.uint8)
+
+
+def operation_effects(images, magnitude):
+    """How much each operation at `magnitude` changes `images`, in numbers.
+
+    Args:
+        images: uint8 array `(n, height, width, 3)`.
+        magnitude: 0 to 30.
+
+    Returns:
+        A dict over `OPERATIONS` of dicts, averaged over the images and both
+        directions of a signed operation: `change` (mean absolute change of a
+        pixel value, of 255), `correlation` (Pearson correlation of the
+        augmented image's pixel values with the original's) and `values`
+        (distinct pixel values per image; a 32×32×3 CIFAR-10 image has a
+        few hundred).
+    """
+    effects = {}
+    for name in OPERATIONS:
+        signs = (1.0, -1.0) if name in SIGNED else (1.0,)
+        change, correlation, values = [], [], []
+        for image in images:
+            original = image.astype(np.float32).ravel()
+            for sign in signs:
+                out = apply_operation(name, image, magnitude, sign).numpy().ravel()
+                change.append(np.abs(out - original).mean())
+                spread = original.std() * out.std()
+                correlation.append(np.mean((out - out.mean()) * (original - original.mean()))
+                                   / spread if spread > 0 else 1.0)
+                values.append(len(np.unique(out)))
+        effects[name] = {"change": float(np.mean(change)),
+                         "correlation": float(np.mean(correlation)),
+                         "values": float(np.mean(values))}
+    return effects

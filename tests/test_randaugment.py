@@ -1,0 +1,157 @@
+"""RandAugment's operations at the strength the library uses, each measured on
+images with known answers, and Keras' RandAugment layer as it really behaves."""
+
+import keras
+import numpy as np
+import pytest
+
+from convmixer_lib.data import make_dataset, rand_augment_magnitude
+from convmixer_lib.randaugment import (
+    OPERATIONS,
+    SIGNED,
+    apply_operation,
+    operation_effects,
+    operation_strengths,
+)
+
+MAGNITUDE = 12  # locuslab's, and the long recipe's
+
+
+def natural_images(count, seed=0):
+    """Smooth colour gradients with a little texture: images a colour or a shape
+    operation changes in a measurable way, with a few hundred distinct values."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:32, 0:32] / 31
+    images = []
+    for _ in range(count):
+        a, b, c = rng.uniform(-1, 1, (3, 3))
+        base = 128 + 60 * (a * x[..., None] + b * y[..., None]) + 30 * np.sin(6 * c * x[..., None])
+        images.append(base + rng.normal(0, 8, (32, 32, 3)))
+    return np.clip(np.round(images), 0, 255).astype(np.uint8)
+
+
+def test_strengths_at_magnitude_12_are_torchvisions():
+    strengths = operation_strengths(MAGNITUDE)
+    assert strengths["shear_x"] == pytest.approx(0.12)
+    assert strengths["translate_x"] == 5  # 150/331 of 32 pixels × 12/30, truncated
+    assert strengths["rotate"] == pytest.approx(12.0)
+    assert strengths["brightness"] == pytest.approx(0.36)
+    assert strengths["posterize"] == 6
+    assert strengths["solarize"] == pytest.approx(153.0)
+    assert set(strengths) == set(OPERATIONS)
+    with pytest.raises(ValueError, match="`magnitude` must be a number from 0 to 30, got 31"):
+        operation_strengths(31)
+
+
+def test_posterize_keeps_6_bits_and_solarize_inverts_only_values_from_153():
+    image = np.arange(256, dtype=np.uint8).repeat(12)[: 32 * 32 * 3].reshape(32, 32, 3)
+    posterized = apply_operation("posterize", image, MAGNITUDE).numpy()
+    np.testing.assert_array_equal(posterized, image // 4 * 4)
+    solarized = apply_operation("solarize", image, MAGNITUDE).numpy()
+    np.testing.assert_array_equal(solarized, np.where(image >= 153, 255 - image, image))
+
+
+def test_translations_move_whole_pixels_and_shift_in_zeros():
+    image = natural_images(1)[0]
+    for sign in (1.0, -1.0):
+        out = apply_operation("translate_x", image, MAGNITUDE, sign).numpy()
+        if sign > 0:
+            np.testing.assert_array_equal(out[:, 5:], image[:, :-5])
+            assert not out[:, :5].any()
+        else:
+            np.testing.assert_array_equal(out[:, :-5], image[:, 5:])
+    out = apply_operation("translate_y", image, MAGNITUDE).numpy()
+    np.testing.assert_array_equal(out[5:], image[:-5])
+
+
+def test_rotation_turns_about_the_centre_by_12_degrees():
+    image = np.zeros((33, 33, 3), np.uint8)  # odd size: a pixel at the centre
+    image[16, 26] = 255  # 10 pixels right of the centre
+    out = apply_operation("rotate", image, MAGNITUDE).numpy()
+    rows, cols, _ = np.nonzero(out)
+    # 10 · (cos 12°, sin 12°) = (9.78, 2.08) pixels from the centre.
+    assert set(cols) == {26} and set(np.abs(rows - 16)) == {2}
+
+
+def test_shear_keeps_the_centre_row_and_slides_the_others():
+    image = natural_images(1)[0]
+    out = apply_operation("shear_x", image, 30).numpy()  # factor 0.3
+    np.testing.assert_array_equal(out[15:17, 2:-2], image[15:17, 2:-2])
+    assert not np.array_equal(out[0], image[0])
+
+
+def test_colour_operations_blend_with_their_degenerate_image():
+    image = natural_images(1)[0].astype(np.float32)
+    gray = image @ np.array([0.2989, 0.587, 0.114])
+    expected = {
+        ("brightness", 1.0): 1.36 * image,
+        ("color", -1.0): gray[..., None] + 0.64 * (image - gray[..., None]),
+        ("contrast", 1.0): gray.mean() + 1.36 * (image - gray.mean()),
+    }
+    for (name, sign), value in expected.items():
+        out = apply_operation(name, image.astype(np.uint8), MAGNITUDE, sign).numpy()
+        np.testing.assert_allclose(out, np.clip(np.round(value), 0, 255), atol=1, err_msg=name)
+    sharpened = apply_operation("sharpness", image.astype(np.uint8), MAGNITUDE).numpy()
+    np.testing.assert_array_equal(sharpened[0], image[0])  # the border is kept
+    assert np.abs(sharpened - image)[1:-1, 1:-1].mean() > 1
+
+
+def test_auto_contrast_and_equalize_spread_the_values():
+    image = (natural_images(1)[0] // 2 + 40).astype(np.uint8)  # values 40 to 167
+    stretched = apply_operation("auto_contrast", image, MAGNITUDE).numpy()
+    assert (stretched.min(axis=(0, 1)) == 0).all() and (stretched.max(axis=(0, 1)) == 255).all()
+    equalized = apply_operation("equalize", image, MAGNITUDE).numpy()
+    # A flat histogram: each quarter of the range holds about a quarter of the pixels.
+    quarters = np.histogram(equalized, bins=4, range=(0, 256))[0] / equalized.size
+    np.testing.assert_allclose(quarters, 0.25, atol=0.08)
+
+
+def test_no_operation_at_magnitude_12_hides_the_picture():
+    """Measured on images with about 160 values each: no operation inverts the
+    picture as a whole (Keras' factor-0.1 solarization gives about -0.96 on
+    CIFAR-10) or leaves it a handful of values (its posterization: 2). The
+    lowest correlation is solarization's (about 0.19 here), which inverts
+    the brightest third of these images' pixels."""
+    effects = operation_effects(natural_images(8), MAGNITUDE)
+    for name, effect in effects.items():
+        assert effect["correlation"] > 0.1, name
+        assert effect["values"] > 30, name
+    assert effects["identity"]["change"] == 0
+    for name in ("color", "contrast", "sharpness", "posterize"):
+        assert effects[name]["change"] < 40, name
+    assert all(effects[name]["change"] > 0 for name in SIGNED)
+
+
+def test_the_policy_draws_operations_for_every_image():
+    """64 copies of one image through the pipeline: RandAugment at magnitude 12
+    makes many different images of it (an operation drawn per image, not per
+    batch), each as a uint8 image of the same shape."""
+    image = natural_images(1)[0]
+    images, labels = np.repeat(image[None], 64, 0), np.zeros(64)
+    batches = make_dataset(images, labels, 64, training=True, seed=0, augment="randaugment-m12")
+    (out, _), = batches.as_numpy_iterator()
+    assert out.dtype == np.uint8 and out.shape == images.shape
+    unflipped = [o if np.abs(o.astype(int) - image).mean() < np.abs(o[:, ::-1].astype(int)
+                 - image).mean() else o[:, ::-1] for o in out]
+    assert len({o.tobytes() for o in unflipped}) > 32
+
+
+def test_augmentation_names_are_checked():
+    assert rand_augment_magnitude("randaugment-m12") == 12
+    assert rand_augment_magnitude("flip-translate") is None
+    for bad in ("randaugment-m31", "randaugment-m", "randaugment-mx", "crop"):
+        with pytest.raises(ValueError, match="`augment` must be one of"):
+            rand_augment_magnitude(bad)
+
+
+def test_keras_randaugment_factor_makes_posterize_and_solarize_strongest():
+    """What Keras' `RandAugment(factor=0.1)` (Keras 3.15.1) passes to two of its
+    operations, as chapter 4 reports: posterization keeping 1 bit per channel,
+    and solarization with thresholds of at most 25.5 (and up to 25.5 added
+    first), which turns the picture into its negative. If a Keras release changes this, the chapter's account must too."""
+    layer = keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.1, seed=0)
+    image = natural_images(1)[0][None].astype("float32")
+    posterized = keras.ops.convert_to_numpy(layer.random_posterization(image, training=True))
+    assert len(np.unique(posterized)) <= 2  # 1 bit: 0 or 128
+    solarized = keras.ops.convert_to_numpy(layer.solarization(image, training=True))
+    assert np.corrcoef(solarized.ravel(), image.ravel())[0, 1] < -0.9  # a negative
