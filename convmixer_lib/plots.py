@@ -512,20 +512,3 @@ def _label_points(ax, points, labels, fontsize=8):
             if inside and not any(box.overlaps(other) for other in taken):
                 break
         taken.append(box)
-
-
-def show_source(function):
-    """The source of `function` without its docstring, highlighted for a notebook."""
-    import ast
-    import inspect
-    import textwrap
-
-    from IPython.display import Code
-
-    source = textwrap.dedent(inspect.getsource(function))
-    lines = source.splitlines()
-    body = ast.parse(source).body[0].body
-    if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
-        docstring = body[0]
-        lines = lines[: docstring.lineno - 1] + lines[docstring.end_lineno :]
-    return Code("\n".join(lines), language="python")

@@ -127,13 +127,6 @@ def test_images_grid_has_a_panel_per_image():
     assert figure._suptitle.get_text() == "Images"  # every figure has a title
 
 
-def test_show_source_drops_the_docstring_but_keeps_the_signature():
-    code = plots.show_source(plots.plot_history).data
-    assert code.startswith("def plot_history(history):")
-    assert "Training curves" not in code
-    assert "plot_history" in code and "tight_layout" in code
-
-
 def test_confusion_matrix_puts_true_classes_in_rows():
     confusion = np.zeros((10, 10), dtype=int)
     confusion[3, 5] = 7  # seven cats predicted as dogs
