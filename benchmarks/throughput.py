@@ -20,7 +20,7 @@ machine's own speed (a fixed matrix product timed in every process) varied.
 
     python benchmarks/throughput.py                      # ConvMixer-256/8, 5 pairs
     python benchmarks/throughput.py --pairs 1 --steps 1 --filters 32 --depth 1   # quick check
-    python benchmarks/throughput.py --augment randaugment --batch-size 512   # the long recipe's input
+    python benchmarks/throughput.py --augment randaugment-m12 --batch-size 512   # the long recipe's input
 
 The input pipeline's images/s, measured alone, says whether a recipe's
 augmentation can keep up with training on the same cores.
@@ -45,7 +45,7 @@ import tensorflow as tf
 from keras import layers
 
 from convmixer_lib.checks import positive_int_argument as positive
-from convmixer_lib.data import AUGMENTATIONS, load_cifar10, make_dataset
+from convmixer_lib.data import augmentation_argument, load_cifar10, make_dataset
 from convmixer_lib.machine import vector_extensions
 from convmixer_lib.model import build_convmixer
 from convmixer_lib.rundir import environment
@@ -284,8 +284,9 @@ def main():
     parser.add_argument("--filters", type=positive, default=256)
     parser.add_argument("--depth", type=positive, default=8)
     parser.add_argument("--data", help="CIFAR-10 archive or folder (default: $CIFAR10_PATH)")
-    parser.add_argument("--augment", choices=AUGMENTATIONS, default="flip-translate",
-                        help="the library's augmentation (default: flip-translate)")
+    parser.add_argument("--augment", type=augmentation_argument, default="flip-translate",
+                        help="the library's augmentation, as `make_dataset` names it "
+                        "(default: flip-translate)")
     parser.add_argument("--measure", choices=["example", "library"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:

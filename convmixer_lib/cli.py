@@ -7,7 +7,7 @@ import sys
 
 from .ablations import SWEEP, configurations, run_sweep
 from .checks import positive_int_argument
-from .data import AUGMENTATIONS, RAND_AUGMENT_PREFIX, load_splits, rand_augment_magnitude
+from .data import AUGMENTATIONS, RAND_AUGMENT_PREFIX, augmentation_argument, load_splits
 from .explain import predict_images
 from .recipes import RECIPES, train_recipe
 from .rundir import load_run_model
@@ -60,15 +60,6 @@ def ablate_command(args, argv):
     print(f"Trained {len(trained)} configurations; every finished one is in {args.folder}")
 
 
-def _augmentation(text):
-    """argparse type of --augment: a name `make_dataset` accepts."""
-    try:
-        rand_augment_magnitude(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return text
-
-
 def _parser():
     parser = argparse.ArgumentParser(
         prog="python -m convmixer_lib",
@@ -113,7 +104,7 @@ def _parser():
                    help="re-estimate the averaged weights' BatchNorm statistics on this "
                    "many training images before each validation, 0 for none; recipe's "
                    "by default")
-    t.add_argument("--augment", type=_augmentation,
+    t.add_argument("--augment", type=augmentation_argument,
                    help=f"augmentation of the training batches: one of {', '.join(AUGMENTATIONS)} "
                    f"or {RAND_AUGMENT_PREFIX}N (torchvision's RandAugment at magnitude N of 30); "
                    "recipe's by default")

@@ -1,5 +1,6 @@
 """CIFAR-10: loading, the example's train/validation split, and tf.data pipelines."""
 
+import argparse
 import gzip
 import importlib
 import io
@@ -321,6 +322,15 @@ def rand_augment_magnitude(augment):
     raise ValueError(
         f"`augment` must be one of {AUGMENTATIONS} or {RAND_AUGMENT_PREFIX}<magnitude> "
         f"with a whole magnitude from 0 to {MAX_MAGNITUDE}, got {augment!r}.")
+
+
+def augmentation_argument(text):
+    """argparse type of an --augment option: a name `make_dataset` accepts."""
+    try:
+        rand_augment_magnitude(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def _rand_augmented_batches(dataset, count, batch_size, seed):

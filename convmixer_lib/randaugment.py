@@ -191,35 +191,72 @@ def rand_augment(image, magnitude, num_ops=2):
     return tf.cast(x, tf.uint8)
 
 
-def operation_effects(images, magnitude):
-    """How much each operation at `magnitude` changes `images`, in numbers.
+def image_changes(originals, augmented):
+    """How much `augmented` differs from `originals`, in three numbers.
 
     Args:
-        images: uint8 array `(n, height, width, 3)`.
-        magnitude: 0 to 30.
+        originals, augmented: arrays `(n, height, width, 3)` of values 0–255,
+            image i of `augmented` made from image i of `originals`.
 
     Returns:
-        A dict over `OPERATIONS` of dicts, averaged over the images and both
-        directions of a signed operation: `change` (mean absolute change of a
-        pixel value, of 255), `correlation` (Pearson correlation of the
-        augmented image's pixel values with the original's) and `values`
-        (distinct pixel values per image; a 32×32×3 CIFAR-10 image has a
-        few hundred).
+        A dict of means over the images: `change` (mean absolute change of a
+        pixel value, of 255), `correlation` (Pearson correlation of an
+        augmented image's pixel values with its original's; 0 where either
+        is constant) and `values` (distinct pixel values per augmented image;
+        a 32×32×3 CIFAR-10 image has a few hundred).
     """
+    change, correlation, values = [], [], []
+    for original, image in zip(np.asarray(originals, np.float32),
+                               np.asarray(augmented, np.float32)):
+        original, image = original.ravel(), image.ravel()
+        change.append(np.abs(image - original).mean())
+        spread = original.std() * image.std()
+        correlation.append(np.mean((image - image.mean()) * (original - original.mean()))
+                           / spread if spread > 0 else 0.0)
+        values.append(len(np.unique(image)))
+    return {"change": float(np.mean(change)), "correlation": float(np.mean(correlation)),
+            "values": float(np.mean(values))}
+
+
+def operation_effects(images, magnitude):
+    """`image_changes` of each operation at `magnitude` (0 to 30) on uint8
+    `images` `(n, height, width, 3)`, a signed operation applied in both
+    directions: a dict over `OPERATIONS`."""
     effects = {}
     for name in OPERATIONS:
         signs = (1.0, -1.0) if name in SIGNED else (1.0,)
-        change, correlation, values = [], [], []
-        for image in images:
-            original = image.astype(np.float32).ravel()
-            for sign in signs:
-                out = apply_operation(name, image, magnitude, sign).numpy().ravel()
-                change.append(np.abs(out - original).mean())
-                spread = original.std() * out.std()
-                correlation.append(np.mean((out - out.mean()) * (original - original.mean()))
-                                   / spread if spread > 0 else 1.0)
-                values.append(len(np.unique(out)))
-        effects[name] = {"change": float(np.mean(change)),
-                         "correlation": float(np.mean(correlation)),
-                         "values": float(np.mean(values))}
+        augmented = [apply_operation(name, image, magnitude, sign).numpy()
+                     for sign in signs for image in images]
+        effects[name] = image_changes(np.concatenate([images] * len(signs)), augmented)
     return effects
+
+
+def best_correlations(originals, augmented, shift=4):
+    """How much of each original picture an augmented image still shows.
+
+    Flips and shifts only move pixels, so each augmented image is compared
+    with its original in both orientations and at every shift of up to
+    `shift` pixels, and the best Pearson correlation of their overlapping
+    pixel values is kept: near 1 for an image that was only moved, below 0
+    for a negative.
+
+    Args:
+        originals, augmented: uint8 arrays `(n, height, width, 3)`, image i
+            of `augmented` made from image i of `originals`.
+        shift: the largest shift tried, in pixels, in each direction.
+
+    Returns:
+        A float array `(n,)` of correlations from -1 to 1.
+    """
+    best = np.full(len(originals), -1.0)
+    height, width = originals.shape[1:3]
+    for i, (original, image) in enumerate(zip(originals.astype(np.float32),
+                                              augmented.astype(np.float32))):
+        for candidate in (original, original[:, ::-1]):
+            for dy in range(-shift, shift + 1):
+                for dx in range(-shift, shift + 1):
+                    a = candidate[max(dy, 0):height + min(dy, 0), max(dx, 0):width + min(dx, 0)]
+                    b = image[max(-dy, 0):height + min(-dy, 0), max(-dx, 0):width + min(-dx, 0)]
+                    if a.std() > 0 and b.std() > 0:
+                        best[i] = max(best[i], np.corrcoef(a.ravel(), b.ravel())[0, 1])
+    return best

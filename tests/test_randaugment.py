@@ -10,6 +10,8 @@ from convmixer_lib.randaugment import (
     OPERATIONS,
     SIGNED,
     apply_operation,
+    image_changes,
+    best_correlations,
     operation_effects,
     operation_strengths,
 )
@@ -155,3 +157,24 @@ def test_keras_randaugment_factor_makes_posterize_and_solarize_strongest():
     assert len(np.unique(posterized)) <= 2  # 1 bit: 0 or 128
     solarized = keras.ops.convert_to_numpy(layer.solarization(image, training=True))
     assert np.corrcoef(solarized.ravel(), image.ravel())[0, 1] < -0.9  # a negative
+
+
+def test_best_correlations_see_through_flips_and_shifts_but_not_negatives():
+    originals = natural_images(3)
+    moved = np.stack([np.roll(originals[0][:, ::-1], 3, axis=1), originals[1],
+                      255 - originals[2]])
+    best = best_correlations(originals, moved)
+    assert best[0] > 0.99 and best[1] == pytest.approx(1.0)
+    assert best[2] < 0  # a negative: no flip or shift brings the picture back
+
+
+def test_image_changes_measure_change_correlation_and_values():
+    images = natural_images(2)
+    same = image_changes(images, images)
+    assert same["change"] == 0 and same["correlation"] == pytest.approx(1.0)
+    negative = image_changes(images, 255 - images.astype(int))
+    assert negative["correlation"] == pytest.approx(-1.0)
+    assert negative["values"] == same["values"]
+    flat = image_changes(images, np.full_like(images, 128))
+    assert flat["values"] == 1 and flat["correlation"] == 0.0  # nothing of the picture left
+    assert flat["change"] == pytest.approx(np.abs(images - 128.0).mean())
