@@ -69,6 +69,7 @@ book: $(STAMP) $(IPYTHONDIR)/profile_default/ipython_kernel_config.py
 	cp -r _config.yml book $(SRC)/
 	$(call papermill,--cwd notebooks,$(SRC)/notebooks,BOOK)
 	$(BIN)/python book/collapse_progress.py $(SRC)/notebooks/*.ipynb
+	$(BIN)/python book/execution_statistics.py $(SRC)/notebooks/*.ipynb > $(SRC)/book/execution.md
 	$(BIN)/jupyter-book build $(SRC) --path-output $(SRC) --toc $(abspath $(SRC))/book/_toc.yml \
 	  --warningiserror --keep-going
 	mv $(SRC)/_build/html $(HTML)
