@@ -218,16 +218,25 @@ def make_augmenter(seed=None):
     """Random augmentation of a batch of images, active when `training=True`.
 
     A random translation of up to 4 pixels in each direction, with zeros shifted
-    in (equivalent to padding by 4 and cropping 32×32 at a random offset), and a
-    random horizontal flip, both drawn independently for every image. Pixel
-    values are moved, never interpolated.
+    in, and a random horizontal flip, each drawn for every image. Pixel values
+    are moved, never interpolated; the layers return floats.
+
+    The translation is Keras' `RandomTranslation(0.125, 0.125)`: for each axis
+    it draws a shift uniformly between -4 and 4 pixels and rounds it to a whole
+    pixel, so shifts of -4 and 4 come up half as often (1/16 each) as each shift
+    from -3 to 3 (1/8). It is therefore not the same as padding by 4 and
+    cropping 32×32 at a random offset, which gives each of the nine shifts 1/9.
+
+    With a `seed`, the flip is seeded with `seed + 1`: two layers with one
+    seed start from the same random state, and the flip would reuse the
+    vertical shift's first draws.
     """
     return keras.Sequential(
         [
             keras.layers.RandomTranslation(
                 0.125, 0.125, fill_mode="constant", interpolation="nearest", seed=seed
             ),
-            keras.layers.RandomFlip("horizontal", seed=seed),
+            keras.layers.RandomFlip("horizontal", seed=None if seed is None else seed + 1),
         ],
         name="augmentation",
     )

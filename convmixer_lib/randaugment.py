@@ -5,7 +5,12 @@ locuslab trains ConvMixer-256/8 on CIFAR-10 with torchvision's
 drawn from the 14 of `OPERATIONS`, at strength 12 on a scale of 0 to 30
 (`MAX_MAGNITUDE`), in a random direction where an operation has one.
 `operation_strengths` gives each operation's strength at a magnitude, as
-torchvision defines it; `rand_augment` applies the policy to one image.
+torchvision defines it; `rand_augment` applies the policy to one image. The
+operations follow torchvision 0.12 and later on PIL images (locuslab's
+path): shears about the top-left corner, nearest-pixel sampling with zeros
+outside, results rounded down to whole values. The draws are TensorFlow's
+stateful random numbers: a `make_dataset` seed repeats the shuffle, not
+these draws.
 
 Keras' `RandAugment` layer is not this policy: its single `factor` makes
 posterization and solarization stronger as it gets smaller (chapter 4
@@ -62,9 +67,6 @@ def operation_strengths(magnitude, image_size=32):
     }
 
 
-_EQUALIZE = keras.layers.Equalization(value_range=(0, 255))
-
-
 def _grayscale(image):
     """ITU-R 601-2 luma, as PIL and torchvision compute it, shape (h, w, 1)."""
     return tf.reduce_sum(image * tf.constant([0.2989, 0.587, 0.114]), -1, keepdims=True)
@@ -89,6 +91,23 @@ def _smoothed(image):
     return border * image + (1 - border) * inner
 
 
+def _equalize(image):
+    """PIL's `ImageOps.equalize` (which torchvision's `equalize` follows): each
+    channel's values mapped through its cumulative histogram, counted before
+    each value and spread over 0–255; a channel of one value is kept."""
+    channels = []
+    for c in range(3):
+        values = tf.cast(image[..., c], tf.int32)
+        histogram = tf.math.bincount(values, minlength=256, maxlength=256)
+        total = tf.reduce_sum(histogram)
+        step = (total - tf.gather(histogram, tf.reduce_max(values))) // 255
+        before = tf.cumsum(histogram, exclusive=True)
+        table = tf.minimum((step // 2 + before) // tf.maximum(step, 1), 255)
+        mapped = tf.gather(table, values)
+        channels.append(tf.where(step > 0, mapped, values))
+    return tf.cast(tf.stack(channels, axis=-1), tf.float32)
+
+
 def _affine(image, row_x, row_y):
     """Sample `image` at input coordinates `row_x · (x, y, 1)`, `row_y · (x, y, 1)`
     of each output pixel (x, y), nearest pixel, zeros outside (torchvision's)."""
@@ -101,8 +120,8 @@ def _auto_contrast(image):
     """Stretch each channel to 0–255 (unchanged where a channel is constant)."""
     low = tf.reduce_min(image, axis=(0, 1), keepdims=True)
     high = tf.reduce_max(image, axis=(0, 1), keepdims=True)
-    scale = tf.where(high > low, 255.0 / tf.maximum(high - low, 1e-6), 1.0)
-    return tf.where(high > low, (image - low) * scale, image)
+    stretched = (image - low) * 255.0 / tf.maximum(high - low, 1.0)
+    return tf.where(high > low, stretched, image)
 
 
 def _operation(name, image, strength, sign):
@@ -112,10 +131,10 @@ def _operation(name, image, strength, sign):
     s = sign * strength if name in SIGNED else strength
     if name == "identity":
         return image
-    if name == "shear_x":  # x' = x + s (y - centre)
-        return _affine(image, [1.0, s, -s * centre_y], [0.0, 1.0, 0.0])
+    if name == "shear_x":  # about the top-left corner: x' = x + s y
+        return _affine(image, [1.0, s, 0.0], [0.0, 1.0, 0.0])
     if name == "shear_y":
-        return _affine(image, [1.0, 0.0, 0.0], [s, 1.0, -s * centre_x])
+        return _affine(image, [1.0, 0.0, 0.0], [s, 1.0, 0.0])
     if name == "translate_x":
         return _affine(image, [1.0, 0.0, -s], [0.0, 1.0, 0.0])
     if name == "translate_y":
@@ -141,7 +160,7 @@ def _operation(name, image, strength, sign):
     if name == "auto_contrast":
         return _auto_contrast(image)
     if name == "equalize":
-        return _EQUALIZE(image)
+        return _equalize(image)
     raise ValueError(f"`name` must be one of {OPERATIONS}, got {name!r}.")
 
 
@@ -155,11 +174,12 @@ def apply_operation(name, image, magnitude, sign=1.0):
         sign: +1 or -1, the direction of a signed operation (`SIGNED`).
 
     Returns:
-        A float32 tensor `(height, width, 3)` of whole values 0–255.
+        A float32 tensor `(height, width, 3)` of whole values 0–255, rounded
+        down as torchvision and PIL store their results in 8 bits.
     """
     strength = operation_strengths(magnitude, image.shape[1])[name]
     image = tf.cast(image, tf.float32)
-    return tf.round(_operation(name, image, strength, sign))
+    return tf.floor(_operation(name, image, strength, sign))
 
 
 def rand_augment(image, magnitude, num_ops=2):
@@ -183,7 +203,7 @@ def rand_augment(image, magnitude, num_ops=2):
         index = tf.random.uniform([], 0, len(OPERATIONS), dtype=tf.int32)
         sign = tf.where(tf.random.uniform([]) < 0.5, -1.0, 1.0)
         branches = [
-            (lambda name=name: tf.round(_operation(name, x, strengths[name], sign)))
+            (lambda name=name: tf.floor(_operation(name, x, strengths[name], sign)))
             for name in OPERATIONS
         ]
         x = tf.switch_case(index, branches)

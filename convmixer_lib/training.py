@@ -190,7 +190,7 @@ def reestimate_batchnorm(model, batches, images=None):
     Each layer's moving mean and variance become the average, over `batches`,
     of the mean and (biased) variance of its input in each batch, computed in
     a training-mode forward pass: what `torch.optim.swa_utils.update_bn`
-    does for averaged weights. Nothing else changes: no weight is trained.
+    does for averaged weights. No weight is trained.
 
     Args:
         model: a model with BatchNorm layers (see `batchnorm_layers`).
@@ -250,8 +250,15 @@ class AveragedWeights(keras.callbacks.SwapEMAWeights):
     statistics, as without the re-estimate) and `bn_seconds` (the time the
     re-estimate took). When a run resumes from a backup taken at the end of
     an epoch (averaged weights in the model), the raw weights are swapped
-    back before training goes on; they then start from the averaged
-    weights' statistics, which their own training replaces.
+    back before training goes on; their moving statistics then start from
+    the averaged weights' (the backup holds only those), so `raw_val_*` and
+    `stale_bn_val_*` of the first epochs after a resume are measured with
+    statistics partly those of the averaged weights (at momentum 0.99, 0.99
+    to the power of the epoch's steps of them after one epoch).
+
+    The re-estimate's batches come from the training dataset, so each one
+    starts a new pass over it and moves its shuffle on: a run with
+    `bn_batches` sees its images in another order than one without.
     """
 
     def __init__(self, val_dataset, bn_batches=None, bn_images=None):

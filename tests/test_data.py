@@ -337,3 +337,21 @@ def test_randaugment_recolours_images_that_flips_and_shifts_only_move():
 def test_unknown_augmentation_is_refused():
     with pytest.raises(ValueError, match="`augment` must be one of.*'crop'"):
         make_dataset(np.zeros((4, 32, 32, 3), np.uint8), np.zeros(4), augment="crop")
+
+
+def test_a_seeded_augmenter_flips_independently_of_its_shifts():
+    """One bright pixel left of centre in 512 copies, through a seeded
+    augmenter's first call: flipped and unflipped images both come with
+    upward and downward shifts."""
+    images = np.zeros((512, 32, 32, 3), np.uint8)
+    images[:, 16, 10] = 255
+    out = np.asarray(make_augmenter(seed=0)(images, training=True))
+    rows, columns = [], []
+    for image in out:
+        found = np.argwhere(image[..., 0] > 0)
+        if len(found):
+            rows.append(found[0][0])
+            columns.append(found[0][1])
+    up, flipped = np.array(rows) < 16, np.array(columns) > 16
+    for shifted in (up, ~up):
+        assert 0.3 < flipped[shifted].mean() < 0.7

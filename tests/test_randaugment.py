@@ -4,6 +4,7 @@ images with known answers, and Keras' RandAugment layer as it really behaves."""
 import keras
 import numpy as np
 import pytest
+from PIL import Image, ImageEnhance, ImageOps
 
 from convmixer_lib.data import make_dataset, rand_augment_magnitude
 from convmixer_lib.randaugment import (
@@ -75,37 +76,54 @@ def test_rotation_turns_about_the_centre_by_12_degrees():
     assert set(cols) == {26} and set(np.abs(rows - 16)) == {2}
 
 
-def test_shear_keeps_the_centre_row_and_slides_the_others():
+def test_shears_keep_the_top_left_corner_and_slide_the_rest():
     image = natural_images(1)[0]
-    out = apply_operation("shear_x", image, 30).numpy()  # factor 0.3
-    np.testing.assert_array_equal(out[15:17, 2:-2], image[15:17, 2:-2])
-    assert not np.array_equal(out[0], image[0])
+    out = apply_operation("shear_x", image, 30).numpy()  # factor 0.3: x' = x + 0.3 y
+    np.testing.assert_array_equal(out[0], image[0])
+    np.testing.assert_array_equal(out[10, :-3], image[10, 3:])
+    out = apply_operation("shear_y", image, 30, -1.0).numpy()  # y' = y - 0.3 x
+    np.testing.assert_array_equal(out[:, 0], image[:, 0])
+    np.testing.assert_array_equal(out[3:, 10], image[:-3, 10])
 
 
-def test_colour_operations_blend_with_their_degenerate_image():
-    image = natural_images(1)[0].astype(np.float32)
-    gray = image @ np.array([0.2989, 0.587, 0.114])
-    expected = {
-        ("brightness", 1.0): 1.36 * image,
-        ("color", -1.0): gray[..., None] + 0.64 * (image - gray[..., None]),
-        ("contrast", 1.0): gray.mean() + 1.36 * (image - gray.mean()),
-    }
-    for (name, sign), value in expected.items():
-        out = apply_operation(name, image.astype(np.uint8), MAGNITUDE, sign).numpy()
-        np.testing.assert_allclose(out, np.clip(np.round(value), 0, 255), atol=1, err_msg=name)
-    sharpened = apply_operation("sharpness", image.astype(np.uint8), MAGNITUDE).numpy()
-    np.testing.assert_array_equal(sharpened[0], image[0])  # the border is kept
-    assert np.abs(sharpened - image)[1:-1, 1:-1].mean() > 1
+PIL_OPERATIONS = {
+    "brightness": lambda im, s: ImageEnhance.Brightness(im).enhance(1 + s),
+    "color": lambda im, s: ImageEnhance.Color(im).enhance(1 + s),
+    "sharpness": lambda im, s: ImageEnhance.Sharpness(im).enhance(1 + s),
+    "posterize": lambda im, s: ImageOps.posterize(im, 6),
+    "solarize": lambda im, s: ImageOps.solarize(im, 153),
+    "auto_contrast": lambda im, s: ImageOps.autocontrast(im),
+    "equalize": lambda im, s: ImageOps.equalize(im),
+}
 
 
-def test_auto_contrast_and_equalize_spread_the_values():
+@pytest.mark.parametrize("name", PIL_OPERATIONS)
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_operations_compute_what_pil_computes_for_torchvision(name, sign):
+    """torchvision's RandAugment on a PIL image calls these PIL functions; at
+    magnitude 12 the library gives the same pixels, within one level: PIL
+    computes the grey and blurred images of its blends in whole values, which
+    moves about one pixel value in ten by one level."""
+    for image in natural_images(4, seed=3):
+        expected = np.asarray(PIL_OPERATIONS[name](Image.fromarray(image), 0.36 * sign))
+        out = apply_operation(name, image, MAGNITUDE, sign).numpy()
+        np.testing.assert_allclose(out, expected, atol=1, err_msg=name)
+        assert np.mean(out != expected) < 0.15, name
+
+
+def test_contrast_blends_with_the_mean_grey():
+    # PIL rounds the mean grey to a whole value; the library keeps it exact.
+    image = natural_images(1)[0]
+    grey = np.asarray(Image.fromarray(image).convert("L"), np.float64).mean()
+    out = apply_operation("contrast", image, MAGNITUDE).numpy()
+    np.testing.assert_allclose(out, np.clip(np.floor(grey + 1.36 * (image - grey)), 0, 255),
+                               atol=1)
+
+
+def test_auto_contrast_stretches_each_channel_to_the_full_range():
     image = (natural_images(1)[0] // 2 + 40).astype(np.uint8)  # values 40 to 167
     stretched = apply_operation("auto_contrast", image, MAGNITUDE).numpy()
     assert (stretched.min(axis=(0, 1)) == 0).all() and (stretched.max(axis=(0, 1)) == 255).all()
-    equalized = apply_operation("equalize", image, MAGNITUDE).numpy()
-    # A flat histogram: each quarter of the range holds about a quarter of the pixels.
-    quarters = np.histogram(equalized, bins=4, range=(0, 256))[0] / equalized.size
-    np.testing.assert_allclose(quarters, 0.25, atol=0.08)
 
 
 def test_no_operation_at_magnitude_12_hides_the_picture():
