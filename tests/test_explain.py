@@ -52,6 +52,50 @@ def test_grad_cam_of_a_red_detector_is_the_red_channel():
     assert not grad_cam(_red_detector(), images, "features", class_index=1).any()
 
 
+def _red_against_blue():
+    """8x8 images -> features = the image (layer "features") -> mean -> class
+    0's logit is 8 × (mean red - mean blue), class 1's the opposite: red is
+    evidence for class 0 and against class 1, blue the reverse."""
+    model = _red_detector()
+    model.layers[-1].set_weights([np.array([[8.0, -8.0], [0, 0], [-8.0, 8.0]]), np.zeros(2)])
+    return model
+
+
+def _red_left_blue_right(count=1):
+    images = np.zeros((count, 8, 8, 3), "uint8")
+    images[:, :, :4, 0] = 200  # red on the left
+    images[:, :, 4:, 2] = 100  # blue on the right
+    return images
+
+
+def test_grad_cam_keeps_only_positive_evidence_for_each_images_own_class():
+    model = _red_against_blue()
+    images = _red_left_blue_right(2)
+    images[1] = images[1, :, ::-1]  # the second image mirrored: red on the right
+    maps = grad_cam(model, images, "features", class_index=[0, 1])
+    # Image 0, class 0: red (left) is evidence, blue (right) is evidence against.
+    np.testing.assert_allclose(maps[0, :, :4], 1.0, atol=1e-5)
+    np.testing.assert_allclose(maps[0, :, 4:], 0.0, atol=1e-6)
+    # Image 1 (mirrored), class 1: its blue, now on the left, is the evidence.
+    np.testing.assert_allclose(maps[1, :, :4], 1.0, atol=1e-5)
+    np.testing.assert_allclose(maps[1, :, 4:], 0.0, atol=1e-6)
+    # Mixed evidence on one pixel: red 200 and blue 100 there leave red's excess.
+    mixed = np.zeros((1, 8, 8, 3), "uint8")
+    mixed[0, 0, 0] = (200, 0, 100)
+    mixed[0, 7, 7] = (100, 0, 0)
+    cam = grad_cam(model, mixed, "features", class_index=0)[0]
+    assert cam[0, 0] == pytest.approx(1.0) and cam[7, 7] == pytest.approx(1.0)
+    cam = grad_cam(model, mixed, "features", class_index=1)[0]
+    assert not cam.any()  # more red than blue everywhere: nothing raises class 1
+
+
+def test_occlusion_is_negative_where_hiding_raises_the_class():
+    drops = occlusion_sensitivity(_red_against_blue(), _red_left_blue_right(), class_index=0,
+                                  patch_size=4, stride=4, fill=0)
+    assert (drops[0, :, 0] > 0).all()  # hiding red lowers class 0
+    assert (drops[0, :, 1] < 0).all()  # hiding blue, evidence against it, raises it
+
+
 def test_occlusion_drops_the_probability_only_where_the_evidence_is():
     image = np.zeros((1, 8, 8, 3), "uint8")
     image[0, :4, :4, 0] = 255  # red in the top-left quarter only

@@ -241,3 +241,67 @@ def test_a_batchnorm_reestimate_needs_averaged_weights(tmp_path):
         train_tiny(tmp_path, epochs=1, bn_images=64)
     with pytest.raises(ValueError, match="`bn_images` must be an integer >= 0"):
         train_tiny(tmp_path, epochs=1, ema=0.9, bn_images=-1)
+
+
+class _Recorder(keras.callbacks.Callback):
+    """The learning rate before every step and the stem's raw kernel after it."""
+
+    def __init__(self):
+        super().__init__()
+        self.rates, self.kernels = [], []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.kernels.append(self.model.get_layer("stem_conv").kernel.numpy().copy())
+
+
+def test_a_run_trains_with_the_warmup_and_cosine_it_was_given(tmp_path):
+    # 2 epochs of 8 batches: 16 steps, a quarter of them (4) warming up.
+    recorder = _Recorder()
+    train_tiny(tmp_path, epochs=2, callbacks=[recorder], learning_rate=0.01,
+               schedule="cosine", warmup=0.25, augment="none")
+    rates = recorder.rates
+    assert len(rates) == 16
+    assert rates[0] == pytest.approx(0.0, abs=1e-9)
+    assert rates[2] == pytest.approx(0.005)  # halfway up the warm-up
+    assert rates[4] == pytest.approx(0.01)  # the peak, as the warm-up ends
+    assert rates[10] == pytest.approx(0.005)  # halfway down the 12 decaying steps
+    assert rates[15] == pytest.approx(0.01 * (1 + np.cos(np.pi * 11 / 12)) / 2, rel=1e-5)
+
+
+def test_the_kept_weights_are_the_average_for_the_momentum_given(tmp_path):
+    # One epoch: the kept weights are the average after its 8 steps, which
+    # Keras starts from the weights after the first step.
+    recorder, momentum = _Recorder(), 0.8
+    train_tiny(tmp_path, epochs=1, callbacks=[recorder], ema=momentum, augment="none")
+    average = recorder.kernels[0]
+    for kernel in recorder.kernels[1:]:
+        average = momentum * average + (1 - momentum) * kernel
+    kept = load_run_model(tmp_path).get_layer("stem_conv").kernel.numpy()
+    np.testing.assert_allclose(kept, average, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(kept, recorder.kernels[-1], atol=1e-4)  # not the raw weights
+
+
+def test_the_raw_weights_get_their_own_statistics_back_after_validation(tmp_path):
+    # After each validation of the averaged weights with re-estimated statistics,
+    # the raw weights train on with the statistics their own training gathered.
+    class Statistics(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.before, self.after = [], []
+
+        def on_test_begin(self, logs=None):
+            self.before.append(self.model.get_layer("stem_bn").moving_mean.numpy().copy())
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 0 and self.before:  # the first step after a validation
+                self.after.append(self.model.get_layer("stem_bn").moving_mean.numpy().copy())
+
+    statistics = Statistics()
+    # Placed first: its on_test_begin runs before AveragedWeights swaps and
+    # re-estimates, its on_train_batch_begin after everything at an epoch's start.
+    train_tiny(tmp_path, epochs=2, callbacks=[statistics], ema=0.8, bn_images=128,
+               augment="none")
+    np.testing.assert_array_equal(statistics.after[0], statistics.before[0])
