@@ -344,13 +344,14 @@ def augmentation_argument(text):
 
 def _rand_augmented_batches(dataset, count, batch_size, seed):
     """Batches of `dataset`'s `count` images, each RandAugment-ed in its group."""
-    rand_augment = keras.layers.RandAugment(value_range=(0, 255), seed=seed, **RAND_AUGMENT)
+    keras_rand_augment = keras.layers.RandAugment(value_range=(0, 255), seed=seed,
+                                                  **RAND_AUGMENT)
 
     def to_uint8(images):  # interpolated, recoloured floats in 0–255
         return tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8)
 
     dataset = dataset.batch(RAND_AUGMENT_GROUP).map(
-        lambda x, y: (to_uint8(rand_augment(x, training=True)), y),
+        lambda x, y: (to_uint8(keras_rand_augment(x, training=True)), y),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     batches = -(-count // batch_size)  # unbatch() forgets how many there are
