@@ -42,6 +42,14 @@ def test_strengths_at_magnitude_12_are_torchvisions():
     assert strengths["posterize"] == 6
     assert strengths["solarize"] == pytest.approx(153.0)
     assert set(strengths) == set(OPERATIONS)
+    # The scale's ends: nothing at 0, torchvision's maxima at 30.
+    weakest, strongest = operation_strengths(0), operation_strengths(30)
+    assert (weakest["posterize"], strongest["posterize"]) == (8, 4)
+    assert (weakest["solarize"], strongest["solarize"]) == (255, 0)
+    assert (weakest["rotate"], strongest["rotate"]) == (0, 30)
+    assert (weakest["translate_x"], strongest["translate_x"]) == (0, 14)
+    assert strongest["shear_y"] == pytest.approx(0.3)
+    assert strongest["contrast"] == pytest.approx(0.9)
     with pytest.raises(ValueError, match="`magnitude` must be a number from 0 to 30, got 31"):
         operation_strengths(31)
 

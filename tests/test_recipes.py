@@ -8,8 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import StopAtEpoch, easy_data, train_tiny
+from conftest import TINY, StopAtEpoch, easy_data, train_tiny
 from convmixer_lib.cli import _parser, main
+from convmixer_lib.model import build_convmixer
 from convmixer_lib.recipes import LEAVE_ONE_OUT, RECIPES, leave_one_out, recipe_settings
 from convmixer_lib.rundir import load_run_model
 from convmixer_lib.training import evaluate, learning_rate_schedule, reestimate_batchnorm
@@ -290,10 +291,11 @@ def test_the_raw_weights_get_their_own_statistics_back_after_validation(tmp_path
     class Statistics(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.before, self.after = [], []
+            self.before, self.after, self.weights = [], [], []
 
         def on_test_begin(self, logs=None):
             self.before.append(self.model.get_layer("stem_bn").moving_mean.numpy().copy())
+            self.weights.append([w.copy() for w in self.model.get_weights()])
 
         def on_train_batch_begin(self, batch, logs=None):
             if batch == 0 and self.before:  # the first step after a validation
@@ -302,6 +304,14 @@ def test_the_raw_weights_get_their_own_statistics_back_after_validation(tmp_path
     statistics = Statistics()
     # Placed first: its on_test_begin runs before AveragedWeights swaps and
     # re-estimates, its on_train_batch_begin after everything at an epoch's start.
-    train_tiny(tmp_path, epochs=2, callbacks=[statistics], ema=0.8, bn_images=128,
-               augment="none")
+    _, history, _ = train_tiny(tmp_path, epochs=2, callbacks=[statistics], ema=0.8,
+                               bn_images=128, augment="none")
     np.testing.assert_array_equal(statistics.after[0], statistics.before[0])
+    # Each epoch's raw_val_accuracy is that of the raw weights with their own
+    # statistics, as they stood when validation began.
+    model = build_convmixer(**TINY)
+    x_val, y_val = easy_data(128, 1)
+    for weights, epoch in zip(statistics.weights, history):
+        model.set_weights(weights)
+        assert evaluate(model, x_val, y_val)["accuracy"] == pytest.approx(
+            epoch["raw_val_accuracy"]), epoch["epoch"]
