@@ -4,6 +4,7 @@ images with known answers, and Keras' RandAugment layer as it really behaves."""
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image, ImageEnhance, ImageOps
 
 from convmixer_lib.data import make_dataset, rand_augment_magnitude
@@ -15,6 +16,7 @@ from convmixer_lib.randaugment import (
     best_correlations,
     operation_effects,
     operation_strengths,
+    rand_augment,
 )
 
 MAGNITUDE = 12  # locuslab's, and the long recipe's
@@ -204,3 +206,25 @@ def test_image_changes_measure_change_correlation_and_values():
     flat = image_changes(images, np.full_like(images, 128))
     assert flat["values"] == 1 and flat["correlation"] == 0.0  # nothing of the picture left
     assert flat["change"] == pytest.approx(np.abs(images - 128.0).mean())
+
+
+def test_every_operation_is_drawn_and_two_are_chained():
+    """400 single draws of one image each match one operation's result, and
+    together all 14 (a missing one would have probability 3e-13); with
+    num_ops=2 some results match no single operation: the second works on
+    the first's output."""
+    image = natural_images(1, seed=5)[0]
+    singles = {}
+    for name in OPERATIONS:
+        for sign in ((1.0, -1.0) if name in SIGNED else (1.0,)):
+            singles.setdefault(apply_operation(name, image, MAGNITUDE, sign).numpy()
+                               .astype(np.uint8).tobytes(), set()).add(name)
+    drawn = set()
+    for _ in range(400):
+        out = rand_augment(tf.constant(image), MAGNITUDE, num_ops=1).numpy().tobytes()
+        assert out in singles
+        drawn |= singles[out]
+    assert drawn == set(OPERATIONS)
+    chained = [rand_augment(tf.constant(image), MAGNITUDE).numpy().tobytes() not in singles
+               for _ in range(50)]
+    assert np.mean(chained) > 0.5
