@@ -56,7 +56,8 @@ def cifar10_available():
     path = os.environ.get("CIFAR10_PATH")
     if path:
         return os.path.exists(path)
-    cache = os.path.join(os.path.expanduser("~"), ".keras", "datasets", "cifar-10-batches-py")
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    cache = os.path.join(home, "datasets", "cifar-10-batches-py")
     return os.path.isdir(cache)
 
 

@@ -23,7 +23,9 @@ def test_train_then_evaluate(small_archive, tmp_path, capsys):
     assert metrics["train_images"] == 64 and metrics["validation_images"] == 5000
     assert metrics["test_images"] == 1100 and metrics["batch_size"] == 32
     assert metrics["seed"] == 3 and metrics["epochs"] == 1
-    assert metrics["model"]["filters"] == 8
+    assert {key: metrics["model"][key] for key in ("filters", "depth", "kernel_size",
+                                                   "patch_size")} == {
+        "filters": 8, "depth": 1, "kernel_size": 3, "patch_size": 4}
     assert "--train-size 64" in metrics["command"]
     capsys.readouterr()
     main(["evaluate", "--data", str(path), "--run-dir", str(run_dir)])

@@ -67,3 +67,16 @@ def test_more_devices_than_visible_are_refused():
 
     with pytest.raises(ValueError, match="asked for 64 devices, TensorFlow sees"):
         distribution(64)
+
+
+def test_the_machine_is_read_from_the_fields_it_names(monkeypatch):
+    from convmixer_lib import machine
+
+    text = ("processor\t: 0\nvendor_id\t: GenuineIntel\n"
+            "cpu family model name hint\t: not this one\n"
+            "model name\t: Example CPU @ 2.0GHz\nflags\t\t: fpu sse2 avx2 avx512bw\n")
+    monkeypatch.setattr(machine, "_cpuinfo", lambda: text)
+    assert machine.processor_name() == "Example CPU @ 2.0GHz"
+    assert machine.vector_extensions() == "AVX2"  # avx512bw alone is not AVX-512 F
+    monkeypatch.setattr(machine, "_cpuinfo", lambda: text.replace("avx512bw", "avx512f"))
+    assert machine.vector_extensions() == "AVX-512"

@@ -196,6 +196,10 @@ def test_predict_prints_the_top_classes_of_each_file(tmp_path, capsys):
     assert lines[0] == f"{tmp_path / 'a.png'}: {expected}"
     assert lines[1].startswith("note: b.jpg: its L pixels were converted to RGB")
     assert lines[2].startswith(f"{tmp_path / 'b.jpg'}: ")
+    capsys.readouterr()
+    main(["predict", "--run-dir", str(run_dir), "--top", "1", str(tmp_path / "a.png")])
+    assert capsys.readouterr().out.strip() == (
+        f"{tmp_path / 'a.png'}: {CLASS_NAMES[best[0]]} {probabilities[best[0]]:.1%}")
     results = predict_images(model, [tmp_path / "a.png"], top=10)
     assert [name for name, _ in results[0]["top"]] == [CLASS_NAMES[i] for i in
                                                       np.argsort(-probabilities, kind="stable")]

@@ -120,10 +120,14 @@ def test_predictions_can_show_their_confidence():
     assert figure.axes[1].get_title() == "cat 97%\n(dog)"
 
 
-def test_images_grid_has_a_panel_per_image():
-    images = np.zeros((12, 32, 32, 3), dtype=np.uint8)
+def test_images_grid_has_a_panel_per_image_under_its_own_title():
+    images = np.stack([np.full((32, 32, 3), 20 * i, np.uint8) for i in range(12)])
     figure = plots.plot_images(images, titles=[str(i) for i in range(12)], columns=5)
-    assert len(figure.axes) == 12
+    shown = [ax for ax in figure.axes if ax.images]
+    assert len(shown) == 12
+    for i, ax in enumerate(shown):
+        assert ax.get_title() == str(i)
+        assert (np.asarray(ax.images[0].get_array()) == 20 * i).all()
     assert figure._suptitle.get_text() == "Images"  # every figure has a title
 
 
