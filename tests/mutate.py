@@ -1,0 +1,265 @@
+"""Do the unit tests notice a wrong meaning? A mutation check of the library.
+
+Each entry of `MUTATIONS` changes one line of the library into something
+plausible but wrong: a slip a careful person could make and a quick read
+could miss. For each, in a scratch copy of the repository, this script
+applies the change, runs the unit tests of the module it touches without real
+CIFAR-10 data, and prints whether they fail ("caught") or pass ("missed").
+
+    python tests/mutate.py                 # every mutation (about half an hour on 2 cores)
+    python tests/mutate.py --only explain  # those whose file or description matches
+    python tests/mutate.py --check         # only check that every change applies and
+                                           # every selection picks a test
+
+It is not part of `make test`. Every mutation on the list should be caught
+(a selected test fails); one that is missed names a meaning no test states,
+and an error (no test selected, or a crash before the tests) proves nothing. Add a mutation with each
+new piece of meaning, and at least two per module.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass(frozen=True)
+class Mutation:
+    path: str  # under convmixer_lib/
+    before: str  # text that occurs exactly once in the file
+    after: str
+    meaning: str  # the wrong meaning, in words
+    tests: tuple  # pytest arguments: test files under tests/, and -k to pick the tests
+
+
+MUTATIONS = [
+    # training.py
+    Mutation("training.py", "round(warmup * steps)", "round(warmup * epochs)",
+             "the warm-up counted in epochs instead of steps", ("test_recipes.py", "-k", "warmup_and_cosine")),
+    Mutation("training.py", "values in zip(*per_batch)]", "values in zip(*per_batch[-1:])]",
+             "BatchNorm re-estimated from the last batch only", ("test_recipes.py", "-k", "average_those_of_the_batches")),
+    Mutation("training.py", "        super().on_test_end(logs)\n        self._restore_raw_statistics()",
+             "        super().on_test_end(logs)",
+             "the raw weights validated with the averaged weights' statistics",
+             ("test_recipes.py", "-k", "own_statistics_back")),
+    Mutation("training.py", "np.add.at(confusion, (labels, predicted), 1)",
+             "np.add.at(confusion, (predicted, labels), 1)",
+             "the confusion matrix with predicted classes in rows", ("test_training.py", "-k", "constant_predictor")),
+    Mutation("training.py", "CategoricalCrossentropy(label_smoothing=label_smoothing)",
+             "CategoricalCrossentropy(label_smoothing=label_smoothing / 10)",
+             "label smoothing a tenth of the setting", ("test_recipes.py", "-k", "smoothed_targets")),
+    # randaugment.py
+    Mutation("randaugment.py", "tf.where(image >= s, 255.0 - image, image)",
+             "tf.where(image > s, 255.0 - image, image)",
+             "solarize leaves the threshold's own value", ("test_randaugment.py", "-k", "solarize")),
+    Mutation("randaugment.py", '"posterize": 8 - round(4 * m),', '"posterize": round(4 * m) + 4,',
+             "posterize keeps more bits as the magnitude grows", ("test_randaugment.py", "-k", "strengths or posterize")),
+    Mutation("randaugment.py", "_affine(image, [1.0, 0.0, -s], [0.0, 1.0, 0.0])",
+             "_affine(image, [1.0, 0.0, s], [0.0, 1.0, 0.0])",
+             "translate_x moves the other way for a given sign", ("test_randaugment.py", "-k", "translations")),
+    Mutation("randaugment.py", "_blend(image, tf.reduce_mean(_grayscale(image)), 1 + s)",
+             "_blend(image, tf.reduce_mean(image, axis=(0, 1)), 1 + s)",
+             "contrast around each channel's mean instead of the grey mean",
+             ("test_randaugment.py", "-k", "contrast")),
+    Mutation("randaugment.py", "index = tf.random.uniform([], 0, len(OPERATIONS), dtype=tf.int32)",
+             "index = tf.random.uniform([], 0, len(OPERATIONS) - 1, dtype=tf.int32)",
+             "the last operation is never drawn", ("test_randaugment.py", "-k", "chained")),
+    # data.py
+    Mutation("data.py", "(x_train[validation_size:], y_train[validation_size:]),\n"
+             "        (x_train[:validation_size], y_train[:validation_size]),",
+             "(x_train[:-validation_size], y_train[:-validation_size]),\n"
+             "        (x_train[-validation_size:], y_train[-validation_size:]),",
+             "the last training images validate instead of the first", ("test_data.py", "-k", "split")),
+    Mutation("data.py", 'keras.layers.RandomFlip("horizontal", seed=None',
+             'keras.layers.RandomFlip("vertical", seed=None',
+             "training images flipped upside down", ("test_data.py", "-k", "flip")),
+    Mutation("data.py", "seed=None if seed is None else seed + 1)",
+             "seed=seed)",
+             "the flip seeded like the shift, following its first draws",
+             ("test_data.py", "-k", "independently")),
+    Mutation("data.py", "images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)",
+             "images = data.reshape(-1, 32, 32, 3)",
+             "CIFAR-10's channel planes read as interleaved pixels", ("test_data.py", "-k", "channels_last or official_layout")),
+    # model.py
+    Mutation("model.py", "x = layers.Add(name=f\"block{block}_residual\")([x, block_input])",
+             "x = layers.Add(name=f\"block{block}_residual\")([x, x])",
+             "the residual connection adds the block's output to itself", ("test_model.py", "-k", "papers or residual or spatial_mixing")),
+    Mutation("model.py", "layers.Conv2D(filters, patch_size, strides=patch_size, name=STEM_CONV)",
+             "layers.Conv2D(filters, patch_size, strides=1, padding=\"same\", name=STEM_CONV)",
+             "patches that overlap (stride 1) instead of tiling the image", ("test_model.py", "-k", "papers or resolution or parameters")),
+    # fused.py
+    Mutation("fused.py", "moving.assign(moving * self.momentum + batch * (1.0 - self.momentum))",
+             "moving.assign(moving * (1.0 - self.momentum) + batch * self.momentum)",
+             "the fused BatchNorm's moving averages weigh the new batch by the momentum",
+             ("test_fused.py", "-k", "matches_keras_gelu")),
+    Mutation("fused.py", "g = keras.activations.gelu(inputs, approximate=False)",
+             "g = keras.activations.gelu(inputs, approximate=True)",
+             "the fallback computes the tanh approximation of GELU", ("test_fused.py", "-k", "fallback")),
+    # ops.py
+    Mutation("ops.py", "dy, op.inputs[0], op.inputs[1], op.outputs[1], op.outputs[2],",
+             "dy, op.inputs[0], op.inputs[1], op.inputs[3], op.inputs[4],",
+             "the fused layer's gradient taken with the moving statistics, not the batch's",
+             ("test_fused.py", "-k", "matches_keras_gelu")),
+    Mutation("ops.py", "    return [dz, dgamma, dbeta, None, None]",
+             "    return [dz, dbeta, dgamma, None, None]",
+             "the fused layer's gradients for gamma and beta swapped", ("test_fused.py", "-k", "matches_keras_gelu")),
+    # explain.py
+    Mutation("explain.py", "maps = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1)).numpy()",
+             "maps = tf.abs(tf.reduce_sum(weights * features, axis=-1)).numpy()",
+             "Grad-CAM keeps negative evidence as if it were positive", ("test_explain.py", "-k", "grad_cam")),
+    Mutation("explain.py", "drops[:, i] = base[:, None] - chosen",
+             "drops[:, i] = chosen - base[:, None]",
+             "occlusion records the rise instead of the drop", ("test_explain.py", "-k", "occlusion")),
+    Mutation("explain.py", "mirrored = model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0)",
+             "mirrored = model.predict(images[:, ::-1], batch_size=batch_size, verbose=0)",
+             "test-time flips turn images upside down", ("test_explain.py", "-k", "flips")),
+    # rundir.py
+    Mutation("rundir.py", "        if record[\"val_accuracy\"] > self._best:",
+             "        if record[\"val_accuracy\"] > self._best or True:",
+             "the last epoch's weights kept instead of the best one's", ("test_training.py", "-k", "best_epochs_not_the_last")),
+    Mutation("rundir.py", "if recorded.get(key, \"(not set)\") != requested.get(key, \"(not set)\")",
+             "if not key.startswith(\"model.\") and recorded.get(key, \"(not set)\") != requested.get(key, \"(not set)\")",
+             "a run resumes with another model", ("test_rundir.py", "-k", "other_settings or differing")),
+    # recipes.py
+    Mutation("recipes.py", "\"change\": 100 * (metrics[\"best_val_accuracy_flips\"]\n"
+             "                             - full[\"best_val_accuracy_flips\"]),",
+             "\"change\": 100 * (full[\"best_val_accuracy_flips\"]\n"
+             "                             - metrics[\"best_val_accuracy_flips\"]),",
+             "a removed ingredient's cost counted with the wrong sign", ("test_recipes.py", "-k", "leave_one_out_rows")),
+    Mutation("recipes.py", "settings.update({key: value for key, value in changes.items() if value is not None})",
+             "settings.update({key: value for key, value in changes.items() if value})",
+             "a change to 0 (no warm-up, no smoothing) is ignored", ("test_recipes.py", "-k", "recipe_settings_apply or records_the_recipe")),
+    # ablations.py
+    Mutation("ablations.py", "\"seed\": BASELINE_SEEDS[0], \"factor\": factor, \"value\": value})",
+             "\"seed\": BASELINE_SEEDS[-1], \"factor\": factor, \"value\": value})",
+             "the changes trained with another seed than the first baseline's",
+             ("test_ablations.py", "-k", "varied_alone")),
+    Mutation("ablations.py", "\"difference\": r[\"val_accuracy\"] - mean[\"val_accuracy\"],",
+             "\"difference\": r[\"val_accuracy\"] - max(accuracies),",
+             "a change measured against the best seed instead of the seeds' mean",
+             ("test_ablations.py", "-k", "seeds_mean")),
+    # plots.py
+    Mutation("plots.py", "    ax.imshow(confusion, cmap=\"Blues\")",
+             "    ax.imshow(np.transpose(confusion), cmap=\"Blues\")",
+             "the confusion matrix drawn with true classes in columns", ("test_plots.py", "-k", "confusion")),
+    Mutation("plots.py", "        ax.imshow(images[i].astype(np.uint8))",
+             "        ax.imshow(images[-1 - i].astype(np.uint8))",
+             "images drawn under each other's titles", ("test_plots.py", "-k", "images_grid")),
+    # checks.py
+    Mutation("checks.py", "or value < 1:", "or value < 0:",
+             "0 accepted as a positive integer", ("test_model.py", "-k", "bad_configuration")),
+    Mutation("checks.py", "if isinstance(value, bool) or", "if",
+             "True accepted as the integer 1", ("test_model.py", "-k", "bad_configuration")),
+    # cli.py
+    Mutation("cli.py", "predict_images(model, args.images, top=args.top, flips=args.flips)",
+             "predict_images(model, args.images, top=3, flips=args.flips)",
+             "--top ignored", ("test_explain.py", "-k", "predict_prints")),
+    Mutation("cli.py", "model = {key: getattr(args, key) for key in (\"filters\", \"depth\", \"kernel_size\", \"patch_size\")}",
+             "model = {key: getattr(args, key) for key in (\"filters\", \"depth\")}",
+             "--kernel-size and --patch-size ignored", ("test_cli.py", "test_recipes.py", "-k", "train_then_evaluate or records_the_recipe")),
+    # machine.py
+    Mutation("machine.py", "return \"AVX-512\" if \"avx512f\" in flags else",
+             "return \"AVX-512\" if \"avx512bw\" in flags else",
+             "AVX-512 recognised by another flag", ("test_devices.py", "-k", "fields_it_names")),
+    Mutation("machine.py", "if line.split(\":\", 1)[0].strip() == name:",
+             "if name in line:",
+             "a field found inside another field's name", ("test_devices.py", "-k", "fields_it_names")),
+    # notebook.py
+    Mutation("notebook.py", "return f\"{100 * fraction:.{digits}f}%\"",
+             "return f\"{fraction:.{digits}%}\"[:-1] + \" %\"",
+             "percentages written with a space", ("test_notebook.py",)),
+    Mutation("notebook.py", "lines = lines[: docstring.lineno - 1] + lines[docstring.end_lineno :]",
+             "lines = lines[: docstring.lineno - 1] + lines[docstring.end_lineno - 1 :]",
+             "the docstring's last line left in the shown source", ("test_notebook.py",)),
+]
+
+
+def _scratch_copy():
+    """A copy of the repository's tracked and untracked files, without build outputs."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split("\n")
+    scratch = tempfile.mkdtemp(prefix="mutate-")
+    for name in filter(None, listed):
+        source = os.path.join(ROOT, name)
+        if os.path.isfile(source):
+            target = os.path.join(scratch, name)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copy2(source, target)
+    return scratch
+
+
+def _apply(mutation, root):
+    path = os.path.join(root, "convmixer_lib", mutation.path)
+    with open(path) as f:
+        text = f.read()
+    count = text.count(mutation.before)
+    if count != 1:
+        raise SystemExit(f"error: {mutation.path}: {mutation.before!r} occurs {count} times; "
+                         "expected exactly once.")
+    return path, text, text.replace(mutation.before, mutation.after)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help="mutations whose file or meaning contains this text")
+    parser.add_argument("--check", action="store_true",
+                        help="only check that the changes apply and select tests")
+    args = parser.parse_args()
+    chosen = [m for m in MUTATIONS
+              if not args.only or args.only in m.path or args.only in m.meaning]
+    scratch = _scratch_copy()
+    environment = {k: v for k, v in os.environ.items() if k != "CIFAR10_PATH"}
+    environment["KERAS_HOME"] = os.path.join(scratch, ".keras")  # no cached dataset either
+    if args.check:  # every selection passes on the unchanged library
+        baseline_failures = [m.meaning for m in chosen if subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+             *(os.path.join("tests", t) if t.endswith(".py") else t for t in m.tests)],
+            cwd=scratch, env=environment, capture_output=True).returncode != 0]
+        if baseline_failures:
+            raise SystemExit(f"error: these selections fail on the unchanged library: "
+                             f"{baseline_failures}")
+    missed = 0
+    try:
+        for mutation in chosen:
+            path, original, mutated = _apply(mutation, scratch)
+            command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                       *(os.path.join("tests", t) if t.endswith(".py") else t
+                         for t in mutation.tests)]
+            if args.check:  # the selection picks at least one test
+                listed = subprocess.run([*command, "--collect-only"], cwd=scratch,
+                                        env=environment, capture_output=True, text=True)
+                if listed.returncode != 0:
+                    raise SystemExit(f"error: {mutation.meaning}: {mutation.tests} selects "
+                                     f"no test (pytest exit {listed.returncode}).")
+                continue
+            with open(path, "w") as f:
+                f.write(mutated)
+            start = time.perf_counter()
+            result = subprocess.run(command, cwd=scratch, env=environment, capture_output=True,
+                                    text=True)
+            with open(path, "w") as f:
+                f.write(original)
+            # pytest: 1 a test failed, 0 all passed; anything else (5: no test
+            # selected, 2-4: an error before the tests ran) proves nothing.
+            verdict = {1: "caught", 0: "MISSED"}.get(result.returncode,
+                                                     f"ERROR {result.returncode}")
+            missed += verdict != "caught"
+            print(f"{verdict:<8}{mutation.path:<15} {mutation.meaning} "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+    finally:
+        shutil.rmtree(scratch)
+    if args.check:
+        print(f"{len(chosen)} mutations apply, each selecting tests")
+    else:
+        print(f"{len(chosen) - missed} of {len(chosen)} caught")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
