@@ -6,7 +6,7 @@ could miss. For each, in a scratch copy of the repository, this script
 applies the change, runs the unit tests of the module it touches without real
 CIFAR-10 data, and prints whether they fail ("caught") or pass ("missed").
 
-    python tests/mutate.py                 # every mutation (about half an hour on 2 cores)
+    python tests/mutate.py                 # every mutation
     python tests/mutate.py --only explain  # those whose file or description matches
     python tests/mutate.py --check         # only check that every change applies and
                                            # every selection picks a test
