@@ -33,6 +33,13 @@ def points(difference, digits=2):
     return f"{100 * difference:.{digits}f} points"
 
 
+def compare(difference, more, less, digits=2):
+    """A signed difference of two fractions in words: (0.0123, "above", "below")
+    -> '1.23 points above', (-0.0123, ...) -> '1.23 points below', so the
+    direction is computed with the number."""
+    return f"{points(abs(difference), digits)} {more if difference >= 0 else less}"
+
+
 def glue(name, text):
     """Name `text` (a str, e.g. from `percent`) for the chapter's text.
 
