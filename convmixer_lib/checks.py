@@ -1,19 +1,83 @@
-"""Argument checks shared by the library, its command line and its benchmarks."""
+"""Argument checks shared by the library, its command line and its benchmarks.
+
+Each check returns the value it was given or raises `ValueError` with one line
+that names the argument, its value and the range expected; the `*_argument`
+functions are the same checks as `argparse` types, so that the command line
+refuses an option before any work starts.
+"""
 
 import argparse
+import math
+import numbers
+
+# Seeds of Keras, NumPy and TensorFlow: integers from 0 below 2**32.
+SEED_LIMIT = 2**32
 
 
 def check_positive_int(name, value):
     """Return `value` if it is an int >= 1 (not a bool), else raise ValueError
     naming `name`, the value and what was expected."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    return check_int(name, value, 1)
+
+
+def check_int(name, value, minimum, limit=None):
+    """Return `value` if it is an int (not a bool) with `minimum` <= value (<
+    `limit`, if given), else raise ValueError naming `name`, the value and the range."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum
+            or (limit is not None and value >= limit)):
+        raise ValueError(f"`{name}` must be {_integers(minimum, limit)}, got {value!r}.")
     return value
 
 
-def positive_int_argument(text):
-    """`argparse` type: a command-line option that must be a positive integer."""
-    try:
-        return check_positive_int("value", int(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}") from None
+def _integers(minimum, limit):
+    """The range of integers in words: 'a positive integer', 'an integer >= 0'."""
+    if limit is not None:
+        return f"an integer from {minimum} to {limit - 1}"
+    return "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+
+
+def _interval(low, high, low_open, high_open):
+    """The range in words: '> 0', '>= 0', 'in [0, 1)'."""
+    if high is None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+def check_number(name, value, low, high=None, low_open=False, high_open=False):
+    """Return `value` if it is a finite real number (not a bool) between `low`
+    and `high` (None: no upper bound), each end excluded if `*_open`; else raise
+    ValueError naming `name`, the value and the range."""
+    inside = (isinstance(value, numbers.Real) and not isinstance(value, bool)
+              and math.isfinite(value)
+              and (value > low if low_open else value >= low)
+              and (high is None or (value < high if high_open else value <= high)))
+    if not inside:
+        raise ValueError(f"`{name}` must be a finite number "
+                         f"{_interval(low, high, low_open, high_open)}, got {value!r}.")
+    return value
+
+
+def number_argument(low, high=None, low_open=False, high_open=False):
+    """`argparse` type: a number in the range `check_number` takes."""
+    def parse(text):
+        try:
+            return check_number("value", float(text), low, high, low_open, high_open)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a finite number {_interval(low, high, low_open, high_open)}, "
+                f"got {text}") from None
+    return parse
+
+
+def int_argument(minimum, limit=None):
+    """`argparse` type: an integer in the range `check_int` takes."""
+    def parse(text):
+        try:
+            return check_int("value", int(text), minimum, limit)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {_integers(minimum, limit)}, got {text}") from None
+    return parse
+
+
+positive_int_argument = int_argument(1)

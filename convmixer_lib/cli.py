@@ -6,12 +6,18 @@ import shlex
 import sys
 
 from .ablations import SWEEP, configurations, run_sweep
-from .checks import positive_int_argument
-from .data import AUGMENTATIONS, RAND_AUGMENT_PREFIX, augmentation_argument, load_splits
+from .checks import SEED_LIMIT, int_argument, number_argument, positive_int_argument
+from .data import (
+    AUGMENTATIONS,
+    CLASS_NAMES,
+    RAND_AUGMENT_PREFIX,
+    augmentation_argument,
+    load_splits,
+)
 from .explain import predict_images
 from .recipes import RECIPES, train_recipe
 from .rundir import load_run_model
-from .training import SCHEDULES, evaluate
+from .training import SCHEDULES, TrainingDiverged, evaluate
 
 
 def train_command(args, argv):
@@ -86,21 +92,21 @@ def _parser():
     t.add_argument("--batch-size", type=positive_int_argument, help="recipe's by default")
     t.add_argument("--train-size", type=positive_int_argument, default=None,
                    help="use the first N of the 45,000 training images (default: all)")
-    t.add_argument("--learning-rate", type=float,
+    t.add_argument("--learning-rate", type=number_argument(0, low_open=True),
                    help="AdamW's (peak, after a warm-up), recipe's by default")
-    t.add_argument("--weight-decay", type=float, help="AdamW's, recipe's by default")
+    t.add_argument("--weight-decay", type=number_argument(0), help="AdamW's, recipe's by default")
     t.add_argument("--schedule", choices=SCHEDULES,
                    help="learning rate: constant as in the example, or cosine decay "
                    "to 0 over the run (recipe's by default)")
-    t.add_argument("--warmup", type=float,
+    t.add_argument("--warmup", type=number_argument(0, 1, high_open=True),
                    help="fraction of the steps in which the learning rate rises from 0 "
                    "(cosine schedule only), recipe's by default")
-    t.add_argument("--label-smoothing", type=float,
+    t.add_argument("--label-smoothing", type=number_argument(0, 1, high_open=True),
                    help="weight of the uniform target mixed into each label, recipe's by default")
-    t.add_argument("--ema", type=float,
+    t.add_argument("--ema", type=number_argument(0, 1, high_open=True),
                    help="momentum of the averaged weights that are validated and kept, "
                    "0 for none; recipe's by default")
-    t.add_argument("--bn-images", type=int,
+    t.add_argument("--bn-images", type=int_argument(0),
                    help="re-estimate the averaged weights' BatchNorm statistics on this "
                    "many training images before each validation, 0 for none; recipe's "
                    "by default")
@@ -108,7 +114,7 @@ def _parser():
                    help=f"augmentation of the training batches: one of {', '.join(AUGMENTATIONS)} "
                    f"or {RAND_AUGMENT_PREFIX}N (torchvision's RandAugment at magnitude N of 30); "
                    "recipe's by default")
-    t.add_argument("--seed", type=int, default=42, help="default: 42")
+    t.add_argument("--seed", type=int_argument(0, SEED_LIMIT), default=42, help="default: 42")
     t.add_argument("--filters", type=positive_int_argument, default=256, help="channels, default: 256")
     t.add_argument("--depth", type=positive_int_argument, default=8, help="blocks, default: 8")
     t.add_argument("--kernel-size", type=positive_int_argument, default=5, help="depthwise kernel, default: 5")
@@ -138,7 +144,7 @@ def _parser():
         "32x32 pixels) with the best weights of a run directory; print the most "
         "probable classes of each.")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--top", type=positive_int_argument, default=3,
+    p.add_argument("--top", type=int_argument(1, len(CLASS_NAMES) + 1), default=3,
                    help="classes to print per image (default: 3)")
     p.add_argument("--flips", action="store_true",
                    help="average each image's prediction with its mirror image's")
@@ -166,3 +172,9 @@ def main(argv=None):
         args.run(args, argv)
     except (ValueError, OSError) as error:  # FileNotFoundError, ConnectionError, a held lock
         parser.exit(2, f"error: {error}\n")
+    except TrainingDiverged as error:
+        parser.exit(1, f"error: {error}\n")
+    except KeyboardInterrupt:
+        resume = (" Run the same command again to resume from the last finished epoch."
+                  if args.command in ("train", "ablate") else "")
+        parser.exit(130, f"\ninterrupted.{resume}\n")

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .checks import check_int
 from .data import CLASS_NAMES, check_images
 
 
@@ -106,52 +107,107 @@ def _classes(class_index, scores):
     return tf.constant(classes)
 
 
-def load_image(path, image_size=32):
-    """Read a PNG or JPEG file as the model's input: uint8 `(image_size, image_size, 3)`.
+# The largest picture `load_image` decodes: 50 million pixels (a 48-megapixel
+# phone photo fits). Pillow refuses only above 179 million, after a warning.
+MAX_PIXELS = 50_000_000
 
-    The picture is resized to `image_size` × `image_size` by averaging the
-    pixels each output pixel covers (the aspect ratio is not kept: crop first
-    to keep it). Greyscale becomes RGB with three equal channels; an alpha
-    channel is dropped after compositing on white.
+
+def load_image(path, image_size=32, max_pixels=MAX_PIXELS):
+    """Read an image file as the model's input: uint8 `(image_size, image_size, 3)`.
+
+    Any file Pillow reads (PNG, JPEG, WebP, BMP, GIF, TIFF, ...) loads as the
+    picture it shows: turned upright as its EXIF orientation says; 16-bit
+    greyscale scaled to 8 bits (65535 becomes 255); greyscale, palette and
+    CMYK converted to RGB; an alpha channel composited on white; of an
+    animation, the first frame. The picture is then resized to `image_size`
+    × `image_size` by averaging the pixels each output pixel covers (the
+    aspect ratio is not kept: crop first to keep it).
 
     Returns:
         `(image, note)`: the array, and a sentence saying what was converted
-        (empty when the file was already RGB).
+        (empty when the file was already a `image_size`-pixel RGB picture).
 
     Raises:
         FileNotFoundError: if `path` does not exist.
-        ValueError: if `path` is not an image file Pillow can read.
+        IsADirectoryError: if `path` is a directory.
+        ValueError: if the file is not an image Pillow can read, is truncated,
+            has more than `max_pixels` pixels (checked before decoding), or
+            has pixels without a fixed range (32-bit or floating-point).
     """
-    from PIL import Image, UnidentifiedImageError
+    import warnings
+
+    from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path!r} is a directory, expected an image file.")
+    if not os.path.exists(path):
         raise FileNotFoundError(f"image {path!r} not found.")
+    notes = []
     try:
-        with Image.open(path) as picture:
+        with warnings.catch_warnings():  # the size is checked below, before decoding
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            picture = Image.open(path)
+        with picture:
+            width, height = picture.size
+            if width * height > max_pixels:
+                raise ValueError(f"{path!r} has {width}×{height} pixels, more than the "
+                                 f"{max_pixels:,} load_image decodes; shrink it first.")
+            frames = getattr(picture, "n_frames", 1)
+            if frames > 1:
+                notes.append(f"the first of its {frames} frames was used")
             picture.load()
-            mode, size = picture.mode, picture.size
-            notes = []
-            if mode in ("RGBA", "LA") or (mode == "P" and "transparency" in picture.info):
-                rgba = picture.convert("RGBA")
-                picture = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                picture.alpha_composite(rgba)
-                notes.append(f"its alpha channel ({mode}) was composited on white")
-            elif mode != "RGB":
-                notes.append(f"its {mode} pixels were converted to RGB")
-            picture = picture.convert("RGB")
-            if size != (image_size, image_size):
-                notes.append(f"it was resized from {size[0]}×{size[1]} to "
-                             f"{image_size}×{image_size} pixels")
-                picture = picture.resize((image_size, image_size), Image.Resampling.BOX)
-            image = np.asarray(picture, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(
-            f"{path!r} cannot be read as an image ({type(error).__name__}); "
-            "expected a PNG or JPEG file."
-        ) from None
+            if picture.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+                picture = ImageOps.exif_transpose(picture)
+                notes.append("it was turned upright as its EXIF orientation says")
+            image = _rgb(picture, path, notes)
+    except Image.DecompressionBombError:  # Pillow's own limit, far above `max_pixels`
+        raise ValueError(f"{path!r} has more than the {max_pixels:,} pixels load_image "
+                         "decodes; shrink it first.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        reason = ("not an image file Pillow can read" if isinstance(error, UnidentifiedImageError)
+                  else str(error).splitlines()[0] or type(error).__name__)
+        raise ValueError(f"{path!r} cannot be read as an image: {reason}.") from None
+    if image.size != (image_size, image_size):
+        notes.append(f"it was resized from {image.size[0]}×{image.size[1]} to "
+                     f"{image_size}×{image_size} pixels")
+        image = image.resize((image_size, image_size), Image.Resampling.BOX)
     note = f"{os.path.basename(path)}: {'; '.join(notes)}." if notes else ""
-    return image, note
+    return np.asarray(image, dtype=np.uint8), note
+
+
+def _rgb(picture, path, notes):
+    """`picture` as an 8-bit RGB Pillow image, with a note on what changed."""
+    from PIL import Image
+
+    mode = picture.mode
+    if mode.startswith("I;16") or mode == "I":
+        values = np.asarray(picture).astype(np.float64)
+        if mode == "I" and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(f"{path!r} has 32-bit pixels ({mode}) without a fixed "
+                             "range; save it with 8 or 16 bits per channel.")
+        notes.append(f"its 16-bit greyscale ({mode}) was scaled to 8 bits")
+        grey = np.round(values * 255 / 65535).astype(np.uint8)
+        return Image.fromarray(np.stack([grey] * 3, axis=-1), mode="RGB")
+    if mode == "F":
+        raise ValueError(f"{path!r} has floating-point pixels (F) without a fixed "
+                         "range; save it with 8 or 16 bits per channel.")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+            mode == "P" and "transparency" in picture.info):
+        rgba = picture.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        white.alpha_composite(rgba)
+        notes.append(f"its alpha channel ({mode}) was composited on white")
+        return white.convert("RGB")
+    if mode == "RGB":
+        return picture
+    try:
+        rgb = picture.convert("RGB")
+    except ValueError:  # e.g. LAB, which Pillow converts only with colour profiles
+        raise ValueError(f"{path!r} has {mode} pixels, which load_image cannot "
+                         "convert to RGB; save it as RGB.") from None
+    notes.append(f"its {mode} pixels were converted to RGB")
+    return rgb
 
 
 def predict_with_flips(model, images, batch_size=128, plain=None):
@@ -182,6 +238,7 @@ def predict_images(model, paths, top=3, flips=False, class_names=CLASS_NAMES):
         converted), `image` (the uint8 array the model saw) and `top` (a list
         of `(class name, probability)`, most probable first).
     """
+    check_int("top", top, 1, len(class_names) + 1)
     loaded = [load_image(path, model.input_shape[1]) for path in paths]
     images = np.stack([image for image, _ in loaded])
     probabilities = (predict_with_flips(model, images) if flips

@@ -7,6 +7,7 @@ train --recipe NAME`) trains one; any setting given beside it replaces that one.
 
 import keras
 
+from .checks import SEED_LIMIT, check_int
 from .data import make_dataset
 from .model import build_convmixer
 from .training import distribution, run_experiment
@@ -116,8 +117,11 @@ def train_recipe(run_dir, splits, recipe="example", model=None, seed=42, train_s
         recipe's name and the number of images of each split.
     """
     settings = recipe_settings(recipe, **changes)
-    keras.utils.set_random_seed(seed)
+    check_int("seed", seed, 0, SEED_LIMIT)
     (x_train, y_train), val, test = splits
+    if train_size is not None:
+        check_int("train_size", train_size, 1, len(x_train) + 1)
+    keras.utils.set_random_seed(seed)
     x_train, y_train = x_train[:train_size], y_train[:train_size]
     batch_size, augment = settings.pop("batch_size"), settings.pop("augment")
     with distribution(devices).scope():  # one device unless asked, or several GPUs

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .checks import check_positive_int
+from .checks import SEED_LIMIT, check_int, check_number, check_positive_int
 from .explain import predict_with_flips
 from .model import convmixer_config
 from .rundir import (
@@ -226,6 +226,38 @@ def reestimate_batchnorm(model, batches, images=None):
     return used
 
 
+class TrainingDiverged(FloatingPointError):
+    """Training stopped because the loss became NaN or infinite."""
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stop training at the first step whose loss is not finite.
+
+    Raises `TrainingDiverged` from that step, before the epoch ends, so the
+    diverged epoch is neither recorded nor backed up: the run directory keeps
+    its finished epochs and is never recorded as finished. (Keras'
+    `TerminateOnNaN` lets the epoch end, which would record it.)
+    """
+
+    def __init__(self, run_dir):
+        super().__init__()
+        self.run_dir = os.fspath(run_dir)
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            raise TrainingDiverged(
+                f"training diverged: the loss became {float(loss)} at epoch "
+                f"{self.epoch + 1}, step {batch + 1}; {self.run_dir!r} keeps its "
+                f"{self.epoch} finished epochs and resumes from them with the same "
+                "settings, or train anew with a lower learning rate (--overwrite, "
+                "overwrite=True).")
+
+
 class AveragedWeights(keras.callbacks.SwapEMAWeights):
     """Validate, keep and back up the optimizer's averaged weights (`use_ema=True`).
 
@@ -423,16 +455,18 @@ def run_experiment(
         ValueError: if `run_dir` holds a finished run (without `overwrite`) or
             an unfinished one with other settings; nothing is written then.
         BlockingIOError: if another process is training `run_dir`.
+        TrainingDiverged: at the first step whose loss is not finite; the
+            epochs finished before it stay recorded (`StopOnDivergence`).
     """
     check_positive_int("epochs", epochs)
-    if not 0 <= warmup < 1:
-        raise ValueError(f"`warmup` must be a fraction of the steps in [0, 1), got {warmup}.")
-    if not 0 <= label_smoothing < 1:
-        raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing}.")
-    if not 0 <= ema < 1:
-        raise ValueError(f"`ema` must be 0 (none) or a momentum in (0, 1), got {ema}.")
-    if not (isinstance(bn_images, int) and bn_images >= 0):
-        raise ValueError(f"`bn_images` must be an integer >= 0, got {bn_images!r}.")
+    check_number("learning_rate", learning_rate, 0, low_open=True)
+    check_number("weight_decay", weight_decay, 0)
+    check_number("warmup", warmup, 0, 1, high_open=True)
+    check_number("label_smoothing", label_smoothing, 0, 1, high_open=True)
+    check_number("ema", ema, 0, 1, high_open=True)
+    check_int("bn_images", bn_images, 0)
+    if seed is not None:
+        check_int("seed", seed, 0, SEED_LIMIT)
     if bn_images and not ema:
         raise ValueError(
             f"`bn_images`={bn_images} re-estimates the averaged weights' BatchNorm "
@@ -475,7 +509,7 @@ def run_experiment(
             train_one_hot,
             validation_data=val_one_hot,
             epochs=epochs,
-            callbacks=[*callbacks, *averaged, log, backup],
+            callbacks=[StopOnDivergence(run_dir), *callbacks, *averaged, log, backup],
             shuffle=False,  # the training dataset shuffles itself
             verbose=verbose,
         )

@@ -42,3 +42,52 @@ def test_errors_are_reported_without_a_traceback(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--run-dir", str(tmp_path), "--epochs", "0"])
     assert "positive integer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--learning-rate", "-0.1", "expected a finite number > 0, got -0.1"),
+    ("--learning-rate", "nan", "expected a finite number > 0, got nan"),
+    ("--learning-rate", "0", "expected a finite number > 0, got 0"),
+    ("--weight-decay", "-1", "expected a finite number >= 0, got -1"),
+    ("--weight-decay", "inf", "expected a finite number >= 0, got inf"),
+    ("--warmup", "1", "expected a finite number in [0, 1), got 1"),
+    ("--label-smoothing", "1.5", "expected a finite number in [0, 1), got 1.5"),
+    ("--ema", "1", "expected a finite number in [0, 1), got 1"),
+    ("--bn-images", "-5", "expected an integer >= 0, got -5"),
+    ("--seed", "-1", "expected an integer from 0 to 4294967295, got -1"),
+    ("--seed", "4294967296", "expected an integer from 0 to 4294967295, got 4294967296"),
+    ("--batch-size", "0", "expected a positive integer, got 0"),
+    ("--train-size", "2.5", "expected a positive integer, got 2.5"),
+    ("--devices", "0", "expected a positive integer, got 0"),
+])
+def test_train_refuses_an_option_out_of_range_before_any_work(tmp_path, capsys, option,
+                                                               value, expected):
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "--run-dir", str(run_dir), "--data", str(tmp_path / "absent"),
+              option, value])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith(f"argument {option}: {expected}")
+    assert not run_dir.exists()  # refused before the data, the model or the directory
+
+
+def test_predict_refuses_top_beyond_the_classes(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["predict", "--run-dir", str(tmp_path), "--top", "11", "x.png"])
+    assert exit.value.code == 2
+    assert "argument --top: expected an integer from 1 to 10, got 11" in capsys.readouterr().err
+
+
+def test_ctrl_c_says_how_to_resume(monkeypatch, tmp_path, capsys):
+    from convmixer_lib import cli
+
+    def interrupted(args, argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "train_command", interrupted)
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "--run-dir", str(tmp_path / "run")])
+    assert exit.value.code == 130
+    assert capsys.readouterr().err.strip() == (
+        "interrupted. Run the same command again to resume from the last finished epoch.")

@@ -141,14 +141,129 @@ def test_greyscale_and_transparent_images_are_converted_with_a_note(tmp_path):
     assert "alpha channel" in note
 
 
+def _picture(seed=5, size=32):
+    """A random 8-bit RGB picture, uint8 `(size, size, 3)`."""
+    return np.random.default_rng(seed).integers(0, 256, (size, size, 3)).astype("uint8")
+
+
+@pytest.mark.parametrize("suffix, options", [
+    (".png", {}), (".bmp", {}), (".webp", {"lossless": True}), (".tiff", {}),
+])
+def test_lossless_files_load_back_exactly(tmp_path, suffix, options):
+    image = _picture()
+    path = tmp_path / f"picture{suffix}"
+    Image.fromarray(image).save(path, **options)
+    loaded, note = load_image(path)
+    np.testing.assert_array_equal(loaded, image)
+    assert note == ""
+
+
+def test_a_jpeg_loads_back_within_its_compression_error(tmp_path):
+    image = np.zeros((32, 32, 3), "uint8")
+    image[:, :16] = [200, 30, 30]
+    image[:, 16:] = [20, 40, 220]
+    Image.fromarray(image).save(tmp_path / "halves.jpg", quality=95)
+    Image.fromarray(image).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    for name, note in [("halves.jpg", ""),
+                       ("cmyk.jpg", "cmyk.jpg: its CMYK pixels were converted to RGB.")]:
+        loaded, said = load_image(tmp_path / name)
+        # away from the edge between the halves, JPEG keeps the colours
+        assert np.abs(loaded[:, 2:12].astype(int) - image[:, 2:12]).max() <= 8, name
+        assert np.abs(loaded[:, 20:30].astype(int) - image[:, 20:30]).max() <= 8, name
+        assert said == note
+
+
+def test_16_bit_greyscale_keeps_its_tones(tmp_path):
+    ramp = np.linspace(0, 65535, 32 * 32).round().astype("uint16").reshape(32, 32)
+    path = tmp_path / "ramp16.png"
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode.startswith("I")  # Pillow reads it as 16-bit
+    loaded, note = load_image(path)
+    expected = np.round(ramp / 257).astype("uint8")
+    np.testing.assert_array_equal(loaded, np.stack([expected] * 3, axis=-1))
+    assert 127 <= loaded.mean() <= 128  # a ramp, not clipped to white
+    assert "16-bit greyscale" in note and "scaled to 8 bits" in note
+
+
+def test_palette_images_with_and_without_transparency(tmp_path):
+    image = _picture(size=32) // 64 * 64  # few colours: the palette keeps them exactly
+    palette = Image.fromarray(image).quantize(colors=64, method=Image.Quantize.FASTOCTREE)
+    path = tmp_path / "palette.gif"
+    palette.save(path)
+    loaded, note = load_image(path)
+    np.testing.assert_array_equal(loaded, np.asarray(palette.convert("RGB")))
+    assert note == "palette.gif: its P pixels were converted to RGB."
+    clear = Image.new("P", (32, 32), 1)
+    clear.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    clear.paste(0, (0, 0, 32, 16))  # top half red (index 0), bottom transparent (1)
+    clear.info["transparency"] = 1
+    clear.save(tmp_path / "clear.png", transparency=1)
+    loaded, note = load_image(tmp_path / "clear.png")
+    assert (loaded[:16] == [255, 0, 0]).all() and (loaded[16:] == 255).all()
+    assert "alpha channel (P)" in note
+
+
+def test_an_animation_gives_its_first_frame(tmp_path):
+    red, blue = (Image.new("RGB", (32, 32), colour) for colour in ((255, 0, 0), (0, 0, 255)))
+    path = tmp_path / "moving.gif"
+    red.save(path, save_all=True, append_images=[blue], duration=100)
+    loaded, note = load_image(path)
+    assert (loaded == [255, 0, 0]).all()
+    assert "the first of its 2 frames was used" in note
+
+
+def test_exif_orientation_turns_the_picture_upright(tmp_path):
+    image = np.zeros((32, 32, 3), "uint8")
+    image[:, :16] = [255, 0, 0]  # stored: left half red, right half blue
+    image[:, 16:] = [0, 0, 255]
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation 6: shown turned 90° clockwise
+    path = tmp_path / "phone.png"
+    Image.fromarray(image).save(path, exif=exif)
+    loaded, note = load_image(path)
+    np.testing.assert_array_equal(loaded, np.rot90(image, k=-1))  # red on top
+    assert (loaded[:16] == [255, 0, 0]).all()
+    assert "EXIF orientation" in note
+
+
+def _png_header(width, height):
+    """A PNG file that declares `width` × `height` 1-bit pixels and holds none."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
 def test_bad_image_files_get_one_line(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nothing.png"):
-        load_image(tmp_path / "nothing.png")
+    def refusal(path, error=ValueError, **options):
+        with pytest.raises(error) as caught:
+            load_image(path, **options)
+        message = str(caught.value)
+        assert str(path) in message and "\n" not in message
+        return message
+
+    assert "not found" in refusal(tmp_path / "nothing.png", FileNotFoundError)
+    (tmp_path / "x.png").mkdir()
+    assert "is a directory" in refusal(tmp_path / "x.png", IsADirectoryError)
     text = tmp_path / "notes.png"
     text.write_text("not a picture")
-    with pytest.raises(ValueError) as error:
-        load_image(text)
-    assert "notes.png" in str(error.value) and "\n" not in str(error.value)
+    assert "not an image file" in refusal(text)
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(_png_header(20_000, 20_000))  # 400 million pixels, 57 bytes
+    assert "more than the 50,000,000 pixels" in refusal(huge)
+    Image.fromarray(_picture()).save(tmp_path / "small.png")
+    assert "32×32 pixels, more than the 1,000" in refusal(tmp_path / "small.png",
+                                                          max_pixels=1000)
+    whole = (tmp_path / "small.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(whole[: len(whole) // 2])
+    assert "truncated" in refusal(tmp_path / "cut.png").lower()
+    Image.fromarray(np.full((32, 32), 0.5, "float32"), mode="F").save(tmp_path / "float.tiff")
+    assert "floating-point" in refusal(tmp_path / "float.tiff")
 
 
 def test_flips_average_an_image_and_its_mirror():
@@ -200,12 +315,15 @@ def test_predict_prints_the_top_classes_of_each_file(tmp_path, capsys):
     main(["predict", "--run-dir", str(run_dir), "--top", "1", str(tmp_path / "a.png")])
     assert capsys.readouterr().out.strip() == (
         f"{tmp_path / 'a.png'}: {CLASS_NAMES[best[0]]} {probabilities[best[0]]:.1%}")
+    with pytest.raises(ValueError, match="`top` must be an integer from 1 to 10, got 11"):
+        predict_images(model, [tmp_path / "a.png"], top=11)
     results = predict_images(model, [tmp_path / "a.png"], top=10)
     assert [name for name, _ in results[0]["top"]] == [CLASS_NAMES[i] for i in
                                                       np.argsort(-probabilities, kind="stable")]
 
 
-@pytest.mark.parametrize("problem", ["no weights", "not an image", "missing image"])
+@pytest.mark.parametrize("problem", ["no weights", "not an image", "missing image",
+                                     "a directory"])
 def test_predict_refuses_bad_input_in_one_line(tmp_path, capsys, problem):
     _, run_dir = _run_dir(tmp_path)
     image = tmp_path / "a.png"
@@ -214,6 +332,9 @@ def test_predict_refuses_bad_input_in_one_line(tmp_path, capsys, problem):
         (run_dir / "best.weights.h5").unlink()
     elif problem == "not an image":
         image.write_text("hello")
+    elif problem == "a directory":
+        image = tmp_path / "x.png"
+        image.mkdir()
     else:
         image = tmp_path / "missing.png"
     with pytest.raises(SystemExit) as exit:
@@ -221,6 +342,9 @@ def test_predict_refuses_bad_input_in_one_line(tmp_path, capsys, problem):
     assert exit.value.code == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and "\n" not in error
+    reason = {"no weights": "best.weights.h5", "not an image": "not an image file",
+              "missing image": "not found", "a directory": "is a directory"}[problem]
+    assert reason in error
 
 
 _LOAD_EXPORTED = textwrap.dedent("""

@@ -6,8 +6,13 @@ import pytest
 
 from conftest import TINY, StopAtEpoch, easy_data, train_tiny
 from convmixer_lib.model import build_convmixer
-from convmixer_lib.rundir import load_run_model
-from convmixer_lib.training import evaluate, most_confident_mistakes, run_experiment
+from convmixer_lib.rundir import load_run_model, run_state
+from convmixer_lib.training import (
+    TrainingDiverged,
+    evaluate,
+    most_confident_mistakes,
+    run_experiment,
+)
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +201,50 @@ def test_most_confident_mistakes_are_wrong_and_sorted():
 def test_most_confident_mistakes_refuses_mismatched_lengths():
     with pytest.raises(ValueError, match="one entry per image"):
         most_confident_mistakes([0, 1], [0, 1, 2], [0.5, 0.5, 0.5])
+
+
+class PoisonWeightsAtEpoch(keras.callbacks.Callback):
+    """Set one kernel to NaN as epoch `epoch` (0-based) begins: the loss of
+    that epoch's first step is NaN."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            kernel = self.model.layers[-1].kernel
+            kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+
+
+def test_a_diverging_run_stops_at_its_first_nan_and_keeps_its_finished_epochs(tmp_path):
+    with pytest.raises(TrainingDiverged) as error:
+        train_tiny(tmp_path, epochs=3, callbacks=[PoisonWeightsAtEpoch(1)])
+    message = str(error.value)
+    assert "the loss became nan at epoch 2, step 1" in message
+    assert "keeps its 1 finished epochs" in message and "\n" not in message
+    assert run_state(tmp_path) == "unfinished"  # never recorded as finished
+    partial = json.loads((tmp_path / "history.json").read_text())
+    assert [h["epoch"] for h in partial] == [1]
+    _, history, metrics = train_tiny(tmp_path, epochs=3)  # resumes from epoch 1
+    assert [h["epoch"] for h in history] == [1, 2, 3] and history[:1] == partial
+    assert np.isfinite(metrics["test_accuracy"])
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("learning_rate", -0.1, "`learning_rate` must be a finite number > 0, got -0.1."),
+    ("learning_rate", float("nan"), "`learning_rate` must be a finite number > 0, got nan."),
+    ("weight_decay", -1, "`weight_decay` must be a finite number >= 0, got -1."),
+    ("warmup", 1.0, "`warmup` must be a finite number in [0, 1), got 1.0."),
+    ("label_smoothing", -0.1, "`label_smoothing` must be a finite number in [0, 1), got -0.1."),
+    ("ema", 1.0, "`ema` must be a finite number in [0, 1), got 1.0."),
+    ("bn_images", 1.5, "`bn_images` must be an integer >= 0, got 1.5."),
+    ("seed", -3, "`seed` must be an integer from 0 to 4294967295, got -3."),
+])
+def test_run_experiment_refuses_a_setting_out_of_range_before_writing(tmp_path, option,
+                                                                      value, message):
+    with pytest.raises(ValueError) as error:
+        run_experiment(build_convmixer(**TINY), None, None, None, tmp_path / "run",
+                       **{option: value})
+    assert str(error.value) == message
+    assert not (tmp_path / "run").exists()
