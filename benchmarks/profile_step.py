@@ -8,7 +8,7 @@ pooling, classifier, loss, optimizer) is "rest".
 
     Keras layers   build_convmixer(): Keras' Activation("gelu"),
                    BatchNormalization and DepthwiseConv2D, as in the example
-    library        build_convmixer(fused=True): GeluBatchNorm and DepthwiseConv
+    library        accelerate(build_convmixer()): GeluBatchNorm and DepthwiseConv
 
 Each layer set is measured in a process of its own, the two alternating for
 `--pairs` pairs; within a process the four models take turns, `--rounds`
@@ -32,12 +32,13 @@ import keras
 import numpy as np
 
 from convmixer_lib.checks import positive_int_argument as positive
-from convmixer_lib.fused import DepthwiseConv, GeluBatchNorm
+from convmixer_lib.fast import accelerate
+from convmixer_lib.fast.layers import DepthwiseConv, GeluBatchNorm
 from convmixer_lib.machine import vector_extensions
 from convmixer_lib.model import build_convmixer
 from convmixer_lib.rundir import environment
 
-PATHS = {"Keras layers": False, "library": True}  # label: build_convmixer(fused=...)
+PATHS = {"Keras layers": False, "library": True}  # label: accelerated?
 PARTS = {  # part: does this layer belong to it?
     "depthwise convolutions": lambda layer: "_depthwise_conv" in layer.name,
     "pointwise convolutions": lambda layer: "_pointwise_conv" in layer.name,
@@ -63,11 +64,13 @@ def without(model, part):
     return keras.models.clone_model(model, clone_function=clone)
 
 
-def step_seconds(fused, args):
+def step_seconds(accelerated, args):
     """Median seconds per training step of the full model and of each model
     without one part: {"step": s, part: s, ...}."""
     keras.utils.set_random_seed(0)
-    full = build_convmixer(filters=args.filters, depth=args.depth, fused=fused)
+    full = build_convmixer(filters=args.filters, depth=args.depth)
+    if accelerated:
+        full = accelerate(full)
     models = {"step": full, **{part: without(full, part) for part in PARTS}}
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.batch_size, 32, 32, 3), dtype=np.uint8)

@@ -6,7 +6,7 @@ Both paths train ConvMixer with AdamW on the same images:
               (`activation_block` = Activation("gelu") + BatchNormalization),
               its tf.data pipeline (shuffle, batch, RandomCrop + RandomFlip)
               and `model.fit`.
-    library   `build_convmixer(fused=True)` (see convmixer_lib/fused.py),
+    library   `accelerate(build_convmixer())` (see convmixer_lib/fast/),
               `make_dataset` (with `--augment`'s augmentation) and `model.fit`.
 
 Each measurement runs in a process of its own, and the two paths alternate
@@ -46,6 +46,7 @@ from keras import layers
 
 from convmixer_lib.checks import positive_int_argument as positive
 from convmixer_lib.data import augmentation_argument, load_cifar10, make_dataset
+from convmixer_lib.fast import accelerate
 from convmixer_lib.machine import vector_extensions
 from convmixer_lib.model import build_convmixer
 from convmixer_lib.rundir import environment
@@ -124,7 +125,7 @@ def measure(path_name, args):
         model = get_conv_mixer(filters=args.filters, depth=args.depth)
         dataset = example_make_dataset(images, labels, args.batch_size)
     else:
-        model = build_convmixer(filters=args.filters, depth=args.depth, fused=True)
+        model = accelerate(build_convmixer(filters=args.filters, depth=args.depth))
         dataset = make_dataset(images, labels, args.batch_size, training=True, seed=0,
                                augment=args.augment)
     model.compile(

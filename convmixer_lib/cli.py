@@ -15,6 +15,7 @@ from .data import (
     load_splits,
 )
 from .explain import predict_images
+from .fast import accelerate
 from .recipes import RECIPES, train_recipe
 from .rundir import load_run_model
 from .training import SCHEDULES, TrainingDiverged, evaluate
@@ -27,7 +28,7 @@ def train_command(args, argv):
     model = {key: getattr(args, key) for key in ("filters", "depth", "kernel_size", "patch_size")}
     metrics = train_recipe(
         args.run_dir, splits, args.recipe, model=model, seed=args.seed,
-        train_size=args.train_size, fused=args.fused, devices=args.devices,
+        train_size=args.train_size, accelerated=args.accelerate, devices=args.devices,
         details={"command": shlex.join(["python", "-m", "convmixer_lib", *argv])},
         overwrite=args.overwrite,
         verbose="auto" if sys.stdout.isatty() else 2,  # one line per epoch in logs
@@ -43,7 +44,7 @@ def train_command(args, argv):
 
 
 def evaluate_command(args, argv):
-    model = load_run_model(args.run_dir, fused=True)  # same predictions as the plain layers
+    model = accelerate(load_run_model(args.run_dir))  # the same predictions, sooner
     _, _, (x_test, y_test) = load_splits(args.data)
     results = evaluate(model, x_test, y_test, args.batch_size)
     print(f"Test images: {len(x_test)}")
@@ -119,9 +120,11 @@ def _parser():
     t.add_argument("--depth", type=positive_int_argument, default=8, help="blocks, default: 8")
     t.add_argument("--kernel-size", type=positive_int_argument, default=5, help="depthwise kernel, default: 5")
     t.add_argument("--patch-size", type=positive_int_argument, default=2, help="default: 2")
-    t.add_argument("--fused", action=argparse.BooleanOptionalAction, default=True,
-                   help="train with GELU and BatchNorm fused into one layer: the same "
-                   "model, faster to train on a CPU (default: --fused)")
+    t.add_argument("--accelerate", action=argparse.BooleanOptionalAction, default=True,
+                   help="train with the library's fast CPU layers (GELU and BatchNorm "
+                   "in one layer, a faster depthwise filter gradient): the same model, "
+                   "faster to train on a CPU; ignored where they cannot help "
+                   "(default: --accelerate)")
     t.add_argument("--devices", type=positive_int_argument, default=None,
                    help="train data-parallel on N GPUs, each batch split across them "
                    "(default: every GPU when there are several, else one device)")

@@ -256,8 +256,8 @@ def export_model(model, directory):
 
     `model.keras` loads with `keras.saving.load_model` (Keras 3);
     `saved_model/` with `tf.saved_model.load` (its `serve` function) or
-    TensorFlow Serving, without Keras. Build `model` with the plain layers
-    (`fused=False`, as `load_run_model` does by default) so that neither file
+    TensorFlow Serving, without Keras. Export the model as `load_run_model`
+    returns it, not accelerated (`fast.accelerate`), so that neither file
     needs the library's compiled ops.
 
     Returns:

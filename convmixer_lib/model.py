@@ -5,11 +5,9 @@ identical ConvMixer blocks at one resolution, and a linear classifier.
 """
 
 import keras
-import tensorflow as tf
 from keras import layers
 
 from .checks import check_positive_int
-from .fused import DepthwiseConv, GeluBatchNorm
 
 STEM_CONV = "stem_conv"
 CLASSIFIER = "classifier"
@@ -28,10 +26,8 @@ def pointwise_conv_name(block):
 ACTIVATIONS = ("gelu", "relu")
 
 
-def _activation_block(x, name, activation, batchnorm_first, fused, synchronized):
+def _activation_block(x, name, activation, batchnorm_first, synchronized):
     """The activation, then BatchNorm (or BatchNorm first): after every convolution."""
-    if fused:  # GELU + BatchNorm in one layer, see `fused.py`
-        return GeluBatchNorm(name=f"{name}_bn")(x)
     activate = layers.Activation(activation, name=f"{name}_{activation}")
     normalize = layers.BatchNormalization(synchronized=synchronized, name=f"{name}_bn")
     return activate(normalize(x)) if batchnorm_first else normalize(activate(x))
@@ -39,7 +35,7 @@ def _activation_block(x, name, activation, batchnorm_first, fused, synchronized)
 
 def build_convmixer(
     filters=256, depth=8, *, kernel_size=5, patch_size=2, image_size=32, num_classes=10,
-    activation="gelu", residual=True, batchnorm_first=False, fused=False,
+    activation="gelu", residual=True, batchnorm_first=False, synchronized_batchnorm=False,
 ):
     """Build ConvMixer-`filters`/`depth` as a Functional Keras model.
 
@@ -54,18 +50,10 @@ def build_convmixer(
         residual: add each block's input to its depthwise convolution's output,
             as in the paper; False leaves the connection out.
         batchnorm_first: BatchNorm before the activation instead of after it.
-        fused: if True, use the library's fast CPU layers (`fused.py`): each
-            GELU + BatchNorm pair is one `GeluBatchNorm` layer, and the
-            depthwise convolutions compute their filter gradient with the
-            library's op. The same function, faster to train on a CPU; the two
-            versions load each other's weights. Only GELU before BatchNorm has
-            a fused layer; the other variants use Keras' activation and
-            BatchNorm layers, with the library's depthwise convolution.
-
-    Built inside a `tf.distribute` strategy with several replicas (see
-    `training.distribution`), the model uses Keras' layers, with BatchNorm
-    `synchronized=True`: its statistics are those of the whole global batch,
-    so training on N devices computes what one device would.
+        synchronized_batchnorm: BatchNorm with the statistics of the whole
+            global batch when training on several devices (see
+            `training.distribution`), so that N devices compute what one
+            would; not part of the architecture, and not recorded.
 
     Returns:
         A `keras.Model` mapping images of shape `(batch, image_size, image_size, 3)`
@@ -97,13 +85,8 @@ def build_convmixer(
 
     if activation not in ACTIVATIONS:
         raise ValueError(f"`activation` must be one of {ACTIVATIONS}, got {activation!r}.")
-    synchronized = tf.distribute.get_strategy().num_replicas_in_sync > 1
-    # The fused layers keep one replica's statistics; GeluBatchNorm computes
-    # GELU, then BatchNorm, and no other pair.
-    fused = fused and not synchronized
     block_end = dict(activation=activation, batchnorm_first=batchnorm_first,
-                     fused=fused and activation == "gelu" and not batchnorm_first,
-                     synchronized=synchronized)
+                     synchronized=synchronized_batchnorm)
     inputs = keras.Input((image_size, image_size, 3), name="images")
     x = layers.Rescaling(1.0 / 255, name="rescaling")(inputs)
 
@@ -111,11 +94,11 @@ def build_convmixer(
     x = layers.Conv2D(filters, patch_size, strides=patch_size, name=STEM_CONV)(x)
     x = _activation_block(x, "stem", **block_end)
 
-    depthwise = DepthwiseConv if fused else layers.DepthwiseConv2D
     for block in range(1, depth + 1):
         # Mix space: one large kernel per channel, with a residual connection.
         block_input = x
-        x = depthwise(kernel_size, padding="same", name=depthwise_conv_name(block))(x)
+        x = layers.DepthwiseConv2D(kernel_size, padding="same",
+                                   name=depthwise_conv_name(block))(x)
         x = _activation_block(x, f"block{block}_depthwise", **block_end)
         if residual:
             x = layers.Add(name=f"block{block}_residual")([x, block_input])
@@ -125,33 +108,31 @@ def build_convmixer(
 
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name=CLASSIFIER)(x)
-    return keras.Model(inputs, outputs, name=f"convmixer_{filters}_{depth}")
+    model = keras.Model(inputs, outputs, name=f"convmixer_{filters}_{depth}")
+    # What config.json holds: the sizes, and each variant where it differs
+    # from the paper's ConvMixer.
+    model.convmixer_arguments = {
+        "filters": filters, "depth": depth, "kernel_size": kernel_size,
+        "patch_size": patch_size, "image_size": image_size, "num_classes": num_classes,
+        **({"activation": activation} if activation != "gelu" else {}),
+        **({"residual": False} if not residual else {}),
+        **({"batchnorm_first": True} if batchnorm_first else {}),
+    }
+    return model
 
 
 def convmixer_config(model):
-    """The `build_convmixer` arguments that rebuild `model`, as a dict (the
-    variant arguments `activation`, `residual`, `batchnorm_first` only where
-    they differ from the paper's ConvMixer)."""
-    stem = model.get_layer(STEM_CONV)
-    names = {layer.name for layer in model.layers}
-    depth = 0
-    while depthwise_conv_name(depth + 1) in names:
-        depth += 1
-    return {
-        "filters": stem.filters,
-        "depth": depth,
-        "kernel_size": model.get_layer(depthwise_conv_name(1)).kernel_size[0],
-        "patch_size": stem.kernel_size[0],
-        "image_size": model.input_shape[1],
-        "num_classes": model.get_layer(CLASSIFIER).units,
-        **({"activation": "relu"} if "stem_relu" in names else {}),
-        **({} if "block1_residual" in names else {"residual": False}),
-        **({"batchnorm_first": True} if _batchnorm_first(model) else {}),
-    }
+    """The `build_convmixer` arguments that built `model`, as a dict (what a run
+    directory's config.json holds; the variant arguments `activation`,
+    `residual` and `batchnorm_first` only where they differ from the paper's
+    ConvMixer).
 
-
-def _batchnorm_first(model):
-    """Whether the stem's BatchNorm feeds its activation (rather than follow it)."""
-    stem_bn = model.get_layer("stem_bn")
-    return any(layer.name.startswith("stem_") and layer.name != "stem_bn"
-               and layer.input is stem_bn.output for layer in model.layers)
+    Raises:
+        ValueError: if `model` was not built by `build_convmixer` (or copied
+            from such a model by `fast.accelerate`).
+    """
+    arguments = getattr(model, "convmixer_arguments", None)
+    if arguments is None:
+        raise ValueError(f"model {model.name!r} was not built by `build_convmixer`, so "
+                         "its configuration is unknown.")
+    return dict(arguments)

@@ -9,6 +9,7 @@ import keras
 
 from .checks import SEED_LIMIT, check_int
 from .data import make_dataset
+from .fast import accelerate
 from .model import build_convmixer
 from .training import distribution, run_experiment
 
@@ -96,7 +97,7 @@ def recipe_settings(name, **changes):
 
 
 def train_recipe(run_dir, splits, recipe="example", model=None, seed=42, train_size=None,
-                 fused=True, devices=None, details=None, overwrite=False, verbose="auto",
+                 accelerated=True, devices=None, details=None, overwrite=False, verbose="auto",
                  **changes):
     """Train ConvMixer on CIFAR-10 with recipe `recipe` into `run_dir`.
 
@@ -109,7 +110,9 @@ def train_recipe(run_dir, splits, recipe="example", model=None, seed=42, train_s
         model: `build_convmixer` arguments (None: ConvMixer-256/8).
         seed: seeds Keras, the shuffle and the augmentation.
         train_size: train on the first `train_size` training images (None: all).
-        fused, devices: as for `build_convmixer` and `distribution`.
+        accelerated: train the model as `fast.accelerate` returns it: the same
+            model, a faster training step on a CPU (unchanged elsewhere).
+        devices: as for `distribution`; on several, BatchNorm is synchronized.
         details, overwrite, verbose: as for `run_experiment`.
 
     Returns:
@@ -124,9 +127,12 @@ def train_recipe(run_dir, splits, recipe="example", model=None, seed=42, train_s
     keras.utils.set_random_seed(seed)
     x_train, y_train = x_train[:train_size], y_train[:train_size]
     batch_size, augment = settings.pop("batch_size"), settings.pop("augment")
-    with distribution(devices).scope():  # one device unless asked, or several GPUs
+    strategy = distribution(devices)  # one device unless asked, or several GPUs
+    with strategy.scope():
+        built = build_convmixer(**(model or {}),
+                                synchronized_batchnorm=strategy.num_replicas_in_sync > 1)
         _, metrics = run_experiment(
-            build_convmixer(**(model or {}), fused=fused),
+            accelerate(built) if accelerated else built,
             make_dataset(x_train, y_train, batch_size, training=True, seed=seed,
                          augment=augment),
             make_dataset(*val, batch_size),

@@ -235,8 +235,9 @@ def _plain_copy(model):
 def save_plain_weights(model, path):
     """Save `model`'s weights atomically, without optimizer state.
 
-    The file always holds the plain-layer model (`fused=False`), whichever
-    version `model` is, so `load_run_model` and the notebooks can read it.
+    The file always holds the model as `build_convmixer` builds it, also when
+    `model` went through `fast.accelerate`, so `load_run_model` and the
+    notebooks can read it.
     """
     copy = _plain_copy(model)
     copy.set_weights(model.get_weights())  # same weights in the same order
@@ -246,7 +247,7 @@ def save_plain_weights(model, path):
 
 
 def load_plain_weights(model, path):
-    """Load weights saved by `save_plain_weights` into `model`, fused or not.
+    """Load weights saved by `save_plain_weights` into `model`, accelerated or not.
 
     Raises:
         ValueError: in one line, naming `path`, if the file cannot be read or
@@ -315,11 +316,8 @@ class RunLog(keras.callbacks.Callback):
         write_json(self.history_path, self.history)
 
 
-def load_run_model(run_dir, fused=False):
+def load_run_model(run_dir):
     """Rebuild the model of a run directory and load its best weights.
-
-    With `fused=True` the model computes GELU + BatchNorm in one layer (see
-    `build_convmixer`): the same predictions, faster on a CPU.
 
     Raises:
         FileNotFoundError: if config.json or best.weights.h5 is missing.
@@ -332,7 +330,7 @@ def load_run_model(run_dir, fused=False):
                 f"{path!r} not found: expected a run directory written by "
                 "`run_experiment` or `python -m convmixer_lib train`."
             )
-    model = build_convmixer(**read_json(os.path.join(run_dir, CONFIG)), fused=fused)
+    model = build_convmixer(**read_json(os.path.join(run_dir, CONFIG)))
     load_plain_weights(model, weights)
     return model
 

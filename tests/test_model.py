@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from convmixer_lib.fused import DepthwiseConv
+from convmixer_lib.fast import accelerate, acceleration_unavailable
+from convmixer_lib.fast.layers import DepthwiseConv
 from convmixer_lib.model import (
     CLASSIFIER,
     STEM_CONV,
@@ -52,6 +53,9 @@ def test_config_rebuilds_the_same_architecture():
     config = {"filters": 32, "depth": 2, "kernel_size": 3, "patch_size": 4,
               "image_size": 64, "num_classes": 5}
     assert convmixer_config(build_convmixer(**config)) == config
+    # Only build_convmixer knows a model's configuration: a clone does not.
+    with pytest.raises(ValueError, match="not built by `build_convmixer`"):
+        convmixer_config(keras.models.clone_model(build_convmixer(**config)))
 
 
 @pytest.mark.parametrize(
@@ -144,23 +148,27 @@ def _randomize(model, rng):
 VARIANTS = [{}, {"activation": "relu"}, {"residual": False}, {"batchnorm_first": True}]
 
 
-@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("accelerated", [False, True])
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda variant: ",".join(
     f"{key}={value}" for key, value in variant.items()) or "paper")
-def test_the_architecture_is_the_papers(variant, fused):
+def test_the_architecture_is_the_papers(variant, accelerated):
     """The model's output equals a hand-written forward pass: patch embedding,
     then per block depthwise conv -> GELU -> BN -> + residual, pointwise conv ->
     GELU -> BN, then average pooling, a linear layer and softmax; and so do the
     ablation chapter's variants of it."""
     model = build_convmixer(filters=4, depth=2, kernel_size=3, patch_size=2,
-                            image_size=8, fused=fused, **variant)
+                            image_size=8, **variant)
     assert convmixer_config(model) == {"filters": 4, "depth": 2, "kernel_size": 3,
                                        "patch_size": 2, "image_size": 8,
                                        "num_classes": 10, **variant}
-    # Every variant trains with the library's depthwise convolution when fused.
-    assert isinstance(model.get_layer(depthwise_conv_name(1)), DepthwiseConv) == fused
     rng = np.random.default_rng(0)
     _randomize(model, rng)
+    if accelerated:
+        if acceleration_unavailable():
+            pytest.skip(acceleration_unavailable())
+        model = accelerate(model)
+        # Every variant trains with the library's depthwise convolution.
+        assert isinstance(model.get_layer(depthwise_conv_name(1)), DepthwiseConv)
     images = rng.integers(0, 256, (3, 8, 8, 3)).astype("uint8")
     predicted = model.predict(images, verbose=0)
     for image, probabilities in zip(images, predicted):

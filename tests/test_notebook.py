@@ -68,7 +68,7 @@ def test_the_typed_result_check_finds_typed_results_and_only_those():
 
 
 @pytest.mark.parametrize(
-    "path", sorted(glob.glob(str(ROOT / "notebooks" / "0*.ipynb"))) + [str(ROOT / "book" / "intro.md")],
+    "path", sorted(glob.glob(str(ROOT / "notebooks" / "*.ipynb"))) + [str(ROOT / "book" / "intro.md")],
     ids=lambda p: pathlib.Path(p).stem)
 def test_no_chapter_types_a_result(path):
     path = pathlib.Path(path)

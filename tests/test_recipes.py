@@ -187,7 +187,7 @@ def _gelu_batchnorm_model(fused):
     inputs = keras.Input((4, 4, 3))
     x = keras.layers.Conv2D(5, 1, name="conv")(inputs)
     if fused:
-        from convmixer_lib.fused import GeluBatchNorm
+        from convmixer_lib.fast.layers import GeluBatchNorm
         outputs = GeluBatchNorm(name="bn")(x)
     else:
         outputs = keras.layers.BatchNormalization(name="bn")(

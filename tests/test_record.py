@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from convmixer_lib import ablations
+from convmixer_lib.fast import accelerate
 from convmixer_lib.model import build_convmixer, convmixer_config
 from convmixer_lib.recipes import (
     EXAMPLE_TEST_ACCURACY,
@@ -108,7 +109,7 @@ def test_recorded_weights_reach_the_recorded_test_accuracy(real_cifar10):
     metrics = read_json(RECORD / "metrics.json")
     _, (x_test, y_test) = real_cifar10
     assert len(x_test) == 10_000
-    accuracy = evaluate(load_run_model(RECORD, fused=True), x_test, y_test)["accuracy"]
+    accuracy = evaluate(accelerate(load_run_model(RECORD)), x_test, y_test)["accuracy"]
     assert abs(accuracy - metrics["test_accuracy"]) <= 0.002
 
 
@@ -184,7 +185,7 @@ def test_the_long_recipes_first_run_passes_91_percent_in_25_epochs():
 def test_recipe_weights_reach_the_recorded_test_accuracy(run_dir, real_cifar10):
     metrics = read_json(run_dir / "metrics.json")
     _, (x_test, y_test) = real_cifar10
-    model = load_run_model(run_dir, fused=True)
+    model = accelerate(load_run_model(run_dir))
     for flips, key in ((False, "test_accuracy"), (True, "test_accuracy_flips")):
         accuracy = evaluate(model, x_test, y_test, flips=flips)["accuracy"]
         assert abs(accuracy - metrics[key]) <= 0.002, key

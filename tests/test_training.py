@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY, StopAtEpoch, easy_data, train_tiny
+from convmixer_lib.fast import accelerate
 from convmixer_lib.model import build_convmixer
 from convmixer_lib.rundir import load_run_model, run_state
 from convmixer_lib.training import (
@@ -52,7 +53,7 @@ def test_reloaded_checkpoint_gives_the_same_predictions(finished_run):
     assert evaluate(reloaded, x, y)["accuracy"] == pytest.approx(metrics["test_accuracy"])
     assert (evaluate(reloaded, x, y, flips=True)["accuracy"]
             == pytest.approx(metrics["test_accuracy_flips"]))
-    fused = load_run_model(run_dir, fused=True)
+    fused = accelerate(load_run_model(run_dir))
     np.testing.assert_allclose(
         fused.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5
     )

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from convmixer_lib import ops
-from convmixer_lib.fused import DepthwiseConv, GeluBatchNorm
-from convmixer_lib.model import build_convmixer
+from convmixer_lib.fast import accelerate, acceleration_unavailable, ops
+from convmixer_lib.fast.layers import DepthwiseConv, GeluBatchNorm
+from convmixer_lib.model import build_convmixer, convmixer_config, depthwise_conv_name
 from convmixer_lib.rundir import load_plain_weights, save_plain_weights
 
 
@@ -35,8 +35,36 @@ NO_COMPILER = shutil.which(os.environ.get("CXX", "g++")) is None
 @pytest.fixture
 def op():
     if ops.op_library() is None:
-        pytest.skip(f"the fused op is unavailable here: {ops.op_error()}")
+        pytest.skip(f"the library's ops are unavailable here: {ops.op_error()}")
     return ops.op_library()
+
+
+def _count(model, kind):
+    return sum(isinstance(layer, kind) for layer in model.layers)
+
+
+@pytest.mark.parametrize("variant, fused_pairs", [
+    ({}, 1 + 2 * 3), ({"residual": False}, 1 + 2 * 3),
+    ({"batchnorm_first": True}, 0), ({"activation": "relu"}, 0),
+])
+def test_accelerate_swaps_the_layers_and_keeps_the_function(op, variant, fused_pairs):
+    keras.utils.set_random_seed(0)
+    model = build_convmixer(filters=16, depth=3, kernel_size=5, patch_size=4, **variant)
+    _random_statistics(model, np.random.default_rng(7))
+    fast = accelerate(model)
+    assert fast is not model
+    # GELU then BatchNorm, and only that pair, becomes one layer; every
+    # depthwise convolution gets the library's filter gradient.
+    assert _count(fast, GeluBatchNorm) == fused_pairs
+    assert _count(fast, DepthwiseConv) == 3
+    assert isinstance(fast.get_layer(depthwise_conv_name(1)), DepthwiseConv)
+    assert [layer.name for layer in fast.layers] == [layer.name for layer in model.layers]
+    assert convmixer_config(fast) == convmixer_config(model)
+    images = np.random.default_rng(8).integers(0, 256, (8, 32, 32, 3)).astype("uint8")
+    np.testing.assert_allclose(fast.predict(images, verbose=0),
+                               model.predict(images, verbose=0), atol=1e-5)
+    # The original model is left as it was.
+    assert _count(model, GeluBatchNorm) == 0 and _count(model, DepthwiseConv) == 0
 
 
 @pytest.mark.skipif(NO_COMPILER or bool(tf.config.list_logical_devices("GPU")),
@@ -50,7 +78,7 @@ def test_plain_model_loads_fused_weights_and_predicts_the_same(tmp_path):
     # read its weight file and give the same probabilities.
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
-    fast = build_convmixer(fused=True)
+    fast = accelerate(build_convmixer())
     _random_statistics(fast, rng)
     fast.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4),
                  loss="sparse_categorical_crossentropy")
@@ -66,7 +94,7 @@ def test_plain_model_loads_fused_weights_and_predicts_the_same(tmp_path):
     difference = np.abs(plain.predict(images, verbose=0) - fast.predict(images, verbose=0))
     assert difference.max() <= 1e-4
 
-    again = build_convmixer(fused=True)
+    again = accelerate(build_convmixer())
     load_plain_weights(again, path)
     np.testing.assert_array_equal(again.predict(images, verbose=0), fast.predict(images, verbose=0))
 
@@ -104,14 +132,21 @@ def test_layer_matches_keras_gelu_then_batchnorm(training):
     assert training == (not np.allclose(layer.moving_mean, stats[2]))
 
 
-# Trains a small fast model for two steps and prints its predictions and weights.
+# Trains a small model of the fast layers for two steps and prints its
+# predictions and weights.
 _FAST_MODEL_RUN = textwrap.dedent("""
     import json
     import keras, numpy as np
-    from convmixer_lib import ops
-    from convmixer_lib.model import build_convmixer
+    from convmixer_lib.fast import ops
+    from convmixer_lib.fast.layers import DepthwiseConv, GeluBatchNorm
     keras.utils.set_random_seed(0)
-    model = build_convmixer(filters=16, depth=2, kernel_size=5, patch_size=4, fused=True)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(16, 4, strides=4)(keras.layers.Rescaling(1 / 255)(inputs))
+    x = GeluBatchNorm()(x)
+    x = GeluBatchNorm()(DepthwiseConv(5, padding="same")(x))
+    outputs = keras.layers.Dense(10, activation="softmax")(
+        keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
     model.compile(optimizer=keras.optimizers.AdamW(1e-2), loss="sparse_categorical_crossentropy")
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (32, 32, 32, 3)).astype("uint8")
@@ -185,23 +220,21 @@ def test_layer_needs_a_known_channel_axis():
         GeluBatchNorm(name="stem_bn").build((None, 4, 4, None))
 
 
-def test_without_a_compiler_the_layer_falls_back_with_a_warning(tmp_path):
+def test_without_a_compiler_accelerate_returns_the_model_and_says_why(tmp_path):
     script = textwrap.dedent("""
         import numpy as np
-        from convmixer_lib import ops
+        from convmixer_lib.fast import accelerate, acceleration_unavailable
         from convmixer_lib.model import build_convmixer
-        model = build_convmixer(filters=8, depth=1, fused=True)
-        assert ops.op_library() is None
-        images = np.zeros((2, 32, 32, 3), "uint8")
-        print(model.predict(images, verbose=0).shape)
+        model = build_convmixer(filters=8, depth=1)
+        assert accelerate(model) is model
+        print(acceleration_unavailable())
     """)
     env = {**os.environ, "CXX": "no-such-compiler", "CONVMIXER_OP_CACHE": str(tmp_path)}
     result = subprocess.run([sys.executable, "-c", script], env=env,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "(2, 10)" in result.stdout
-    assert "fall back to plain TensorFlow" in result.stderr
-    assert "no-such-compiler" in result.stderr  # says why
+    assert "no-such-compiler" in result.stdout  # the reason
+    assert "fall back to plain TensorFlow" in result.stderr  # and the warning
 
 
 @pytest.mark.parametrize("kernel_size, shape", [(5, (4, 16, 16, 64)), (3, (2, 7, 9, 70)),

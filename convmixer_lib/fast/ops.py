@@ -20,7 +20,7 @@ import warnings
 
 import tensorflow as tf
 
-from .machine import cpu_flags
+from ..machine import cpu_flags
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _SOURCES = [os.path.join(_HERE, name) for name in ("gelu_batchnorm.cc", "depthwise_conv_grad.cc")]

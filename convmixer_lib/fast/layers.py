@@ -68,7 +68,9 @@ class GeluBatchNorm(keras.layers.Layer):
             trainable=False, autocast=False,
         )
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, mask=None):  # `mask`: as BatchNorm takes it
+        if mask is not None:
+            raise ValueError(f"GeluBatchNorm `{self.name}` does not support masks.")
         training = bool(training) and self.trainable
         z = tf.cast(inputs, tf.float32)
         library = op_library()
