@@ -32,8 +32,8 @@ import keras
 import numpy as np
 
 from convmixer_lib.checks import positive_int_argument as positive
-from convmixer_lib.fast import accelerate
-from convmixer_lib.fast.layers import DepthwiseConv, GeluBatchNorm
+from convmixer_lib.fast import accelerate, acceleration_unavailable
+from convmixer_lib.fast.layers import GeluBatchNorm
 from convmixer_lib.machine import vector_extensions
 from convmixer_lib.model import build_convmixer
 from convmixer_lib.rundir import environment
@@ -71,6 +71,8 @@ def step_seconds(accelerated, args):
     full = build_convmixer(filters=args.filters, depth=args.depth)
     if accelerated:
         full = accelerate(full)
+        if acceleration_unavailable():  # the "library" column would measure Keras' layers
+            raise SystemExit(f"the library's layers are unavailable: {acceleration_unavailable()}")
     models = {"step": full, **{part: without(full, part) for part in PARTS}}
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.batch_size, 32, 32, 3), dtype=np.uint8)

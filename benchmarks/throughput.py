@@ -46,7 +46,7 @@ from keras import layers
 
 from convmixer_lib.checks import positive_int_argument as positive
 from convmixer_lib.data import augmentation_argument, load_cifar10, make_dataset
-from convmixer_lib.fast import accelerate
+from convmixer_lib.fast import accelerate, acceleration_unavailable
 from convmixer_lib.machine import vector_extensions
 from convmixer_lib.model import build_convmixer
 from convmixer_lib.rundir import environment
@@ -126,6 +126,9 @@ def measure(path_name, args):
         dataset = example_make_dataset(images, labels, args.batch_size)
     else:
         model = accelerate(build_convmixer(filters=args.filters, depth=args.depth))
+        if acceleration_unavailable():
+            print(f"note: the library's path runs without its fast layers: "
+                  f"{acceleration_unavailable()}", file=sys.stderr)
         dataset = make_dataset(images, labels, args.batch_size, training=True, seed=0,
                                augment=args.augment)
     model.compile(

@@ -143,9 +143,9 @@ def _parser():
 
     p = commands.add_parser(
         "predict", parents=[run_dir], help="classify image files with a run's best weights",
-        description="Classify PNG or JPEG files of any size (resized to the model's "
-        "32x32 pixels) with the best weights of a run directory; print the most "
-        "probable classes of each.")
+        description="Classify image files (PNG, JPEG, WebP, BMP, GIF, TIFF, ...) of up "
+        "to 50 million pixels, resized to the model's 32x32 pixels, with the best "
+        "weights of a run directory; print the most probable classes of each.")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--top", type=int_argument(1, len(CLASS_NAMES) + 1), default=3,
                    help="classes to print per image (default: 3)")

@@ -134,6 +134,7 @@ def load_image(path, image_size=32, max_pixels=MAX_PIXELS):
             has more than `max_pixels` pixels (checked before decoding), or
             has pixels without a fixed range (32-bit or floating-point).
     """
+    import struct
     import warnings
 
     from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -151,22 +152,26 @@ def load_image(path, image_size=32, max_pixels=MAX_PIXELS):
         with picture:
             width, height = picture.size
             if width * height > max_pixels:
-                raise ValueError(f"{path!r} has {width}×{height} pixels, more than the "
-                                 f"{max_pixels:,} load_image decodes; shrink it first.")
+                raise _Refused(f"{path!r} has {width}×{height} pixels, more than the "
+                               f"{max_pixels:,} load_image decodes; shrink it first.")
             frames = getattr(picture, "n_frames", 1)
             if frames > 1:
                 notes.append(f"the first of its {frames} frames was used")
             picture.load()
-            if picture.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+            if picture.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9):
                 picture = ImageOps.exif_transpose(picture)
                 notes.append("it was turned upright as its EXIF orientation says")
             image = _rgb(picture, path, notes)
+    except _Refused:
+        raise
     except Image.DecompressionBombError:  # Pillow's own limit, far above `max_pixels`
-        raise ValueError(f"{path!r} has more than the {max_pixels:,} pixels load_image "
+        limit = min(max_pixels, 2 * Image.MAX_IMAGE_PIXELS)
+        raise ValueError(f"{path!r} has more than the {limit:,} pixels load_image "
                          "decodes; shrink it first.") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    except (UnidentifiedImageError, OSError, SyntaxError, EOFError, ValueError,
+            struct.error) as error:  # Pillow's errors while reading a damaged file
         reason = ("not an image file Pillow can read" if isinstance(error, UnidentifiedImageError)
-                  else str(error).splitlines()[0] or type(error).__name__)
+                  else (str(error).splitlines() or [type(error).__name__])[0])
         raise ValueError(f"{path!r} cannot be read as an image: {reason}.") from None
     if image.size != (image_size, image_size):
         notes.append(f"it was resized from {image.size[0]}×{image.size[1]} to "
@@ -174,6 +179,10 @@ def load_image(path, image_size=32, max_pixels=MAX_PIXELS):
         image = image.resize((image_size, image_size), Image.Resampling.BOX)
     note = f"{os.path.basename(path)}: {'; '.join(notes)}." if notes else ""
     return np.asarray(image, dtype=np.uint8), note
+
+
+class _Refused(ValueError):
+    """A file `load_image` refuses on its own account (not a Pillow error)."""
 
 
 def _rgb(picture, path, notes):
@@ -184,16 +193,15 @@ def _rgb(picture, path, notes):
     if mode.startswith("I;16") or mode == "I":
         values = np.asarray(picture).astype(np.float64)
         if mode == "I" and (values.min() < 0 or values.max() > 65535):
-            raise ValueError(f"{path!r} has 32-bit pixels ({mode}) without a fixed "
+            raise _Refused(f"{path!r} has 32-bit pixels ({mode}) without a fixed "
                              "range; save it with 8 or 16 bits per channel.")
         notes.append(f"its 16-bit greyscale ({mode}) was scaled to 8 bits")
         grey = np.round(values * 255 / 65535).astype(np.uint8)
         return Image.fromarray(np.stack([grey] * 3, axis=-1), mode="RGB")
     if mode == "F":
-        raise ValueError(f"{path!r} has floating-point pixels (F) without a fixed "
+        raise _Refused(f"{path!r} has floating-point pixels (F) without a fixed "
                          "range; save it with 8 or 16 bits per channel.")
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-            mode == "P" and "transparency" in picture.info):
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in picture.info:
         rgba = picture.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         white.alpha_composite(rgba)
@@ -204,7 +212,7 @@ def _rgb(picture, path, notes):
     try:
         rgb = picture.convert("RGB")
     except ValueError:  # e.g. LAB, which Pillow converts only with colour profiles
-        raise ValueError(f"{path!r} has {mode} pixels, which load_image cannot "
+        raise _Refused(f"{path!r} has {mode} pixels, which load_image cannot "
                          "convert to RGB; save it as RGB.") from None
     notes.append(f"its {mode} pixels were converted to RGB")
     return rgb

@@ -40,6 +40,21 @@ def compare(difference, more, less, digits=2):
     return f"{points(abs(difference), digits)} {more if difference >= 0 else less}"
 
 
+def check_claim(holds, claim):
+    """Stop the chapter if its text says `claim` and the computation says otherwise.
+
+    For statements in words that a number glued beside them does not carry
+    ("5×5 is the best of the four", "below the baseline"): a changed record
+    that makes one false fails the build, naming the sentence to rewrite.
+
+    Raises:
+        AssertionError: if `holds` is false.
+    """
+    if not holds:
+        raise AssertionError(f"The text says {claim!r}, which the records no longer "
+                             "support: rewrite that sentence.")
+
+
 def glue(name, text):
     """Name `text` (a str, e.g. from `percent`) for the chapter's text.
 

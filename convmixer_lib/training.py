@@ -236,7 +236,10 @@ class StopOnDivergence(keras.callbacks.Callback):
     Raises `TrainingDiverged` from that step, before the epoch ends, so the
     diverged epoch is neither recorded nor backed up: the run directory keeps
     its finished epochs and is never recorded as finished. (Keras'
-    `TerminateOnNaN` lets the epoch end, which would record it.)
+    `TerminateOnNaN` lets the epoch end, which would record it.) At the end of
+    an epoch it also checks the weights, which the epoch's last step may have
+    made non-finite after computing a finite loss; place it first among the
+    callbacks, before those that record the epoch.
     """
 
     def __init__(self, run_dir):
@@ -250,12 +253,20 @@ class StopOnDivergence(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not np.isfinite(float(loss)):
-            raise TrainingDiverged(
-                f"training diverged: the loss became {float(loss)} at epoch "
-                f"{self.epoch + 1}, step {batch + 1}; {self.run_dir!r} keeps its "
-                f"{self.epoch} finished epochs and resumes from them with the same "
-                "settings, or train anew with a lower learning rate (--overwrite, "
-                "overwrite=True).")
+            self._stop(f"the loss became {float(loss)} at epoch {self.epoch + 1}, "
+                       f"step {batch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not all(np.isfinite(keras.ops.convert_to_numpy(w)).all()
+                   for w in self.model.trainable_weights):
+            self._stop(f"the weights became non-finite in the last step of epoch {epoch + 1}")
+
+    def _stop(self, what):
+        finished = f"{self.epoch} finished epoch" + ("" if self.epoch == 1 else "s")
+        raise TrainingDiverged(
+            f"training diverged: {what}; {self.run_dir!r} keeps its {finished} and "
+            "resumes from them with the same settings, or train anew with a lower "
+            "learning rate (--overwrite, overwrite=True).")
 
 
 class AveragedWeights(keras.callbacks.SwapEMAWeights):

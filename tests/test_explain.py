@@ -201,6 +201,12 @@ def test_palette_images_with_and_without_transparency(tmp_path):
     loaded, note = load_image(tmp_path / "clear.png")
     assert (loaded[:16] == [255, 0, 0]).all() and (loaded[16:] == 255).all()
     assert "alpha channel (P)" in note
+    keyed = np.zeros((32, 32, 3), "uint8")
+    keyed[16:] = [0, 0, 255]  # an RGB picture whose blue is transparent (tRNS)
+    Image.fromarray(keyed).save(tmp_path / "keyed.png", transparency=(0, 0, 255))
+    loaded, note = load_image(tmp_path / "keyed.png")
+    assert (loaded[:16] == 0).all() and (loaded[16:] == 255).all()
+    assert "alpha channel (RGB)" in note
 
 
 def test_an_animation_gives_its_first_frame(tmp_path):
@@ -264,6 +270,8 @@ def test_bad_image_files_get_one_line(tmp_path):
     assert "truncated" in refusal(tmp_path / "cut.png").lower()
     Image.fromarray(np.full((32, 32), 0.5, "float32"), mode="F").save(tmp_path / "float.tiff")
     assert "floating-point" in refusal(tmp_path / "float.tiff")
+    Image.fromarray(np.full((32, 32), 100_000, "int32"), mode="I").save(tmp_path / "i32.tiff")
+    assert "32-bit pixels" in refusal(tmp_path / "i32.tiff")
 
 
 def test_flips_average_an_image_and_its_mirror():

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from convmixer_lib import plots
-from convmixer_lib.notebook import compare, glue, percent, points, show_source
+from convmixer_lib.notebook import check_claim, compare, glue, percent, points, show_source
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # A result typed into the text: a percentage, a ratio, a duration, a count of
@@ -53,6 +53,9 @@ def test_numbers_are_written_as_the_book_writes_them():
     assert points(-0.0123) == "-1.23 points"
     assert compare(0.0123, "above", "below") == "1.23 points above"
     assert compare(-0.0123, "above", "below") == "1.23 points below"
+    check_claim(0.86 > 0.84, "above")
+    with pytest.raises(AssertionError, match="The text says 'above', which the records"):
+        check_claim(0.84 > 0.86, "above")
     with pytest.raises(TypeError, match="glue 'accuracy': `text` must be a str, got float"):
         glue("accuracy", 0.8627)
 

@@ -223,13 +223,38 @@ def test_a_diverging_run_stops_at_its_first_nan_and_keeps_its_finished_epochs(tm
         train_tiny(tmp_path, epochs=3, callbacks=[PoisonWeightsAtEpoch(1)])
     message = str(error.value)
     assert "the loss became nan at epoch 2, step 1" in message
-    assert "keeps its 1 finished epochs" in message and "\n" not in message
+    assert "keeps its 1 finished epoch and resumes" in message and "\n" not in message
     assert run_state(tmp_path) == "unfinished"  # never recorded as finished
     partial = json.loads((tmp_path / "history.json").read_text())
     assert [h["epoch"] for h in partial] == [1]
     _, history, metrics = train_tiny(tmp_path, epochs=3)  # resumes from epoch 1
     assert [h["epoch"] for h in history] == [1, 2, 3] and history[:1] == partial
     assert np.isfinite(metrics["test_accuracy"])
+
+
+class PoisonWeightsAtEpochEnd(keras.callbacks.Callback):
+    """Set one kernel to NaN as epoch `epoch` (0-based) ends, after its last
+    step computed a finite loss."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.params["steps"] == batch + 1 and self.epoch_now == self.epoch:
+            kernel = self.model.layers[-1].kernel
+            kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_now = epoch
+
+
+def test_weights_made_non_finite_by_an_epochs_last_step_stop_the_run(tmp_path):
+    with pytest.raises(TrainingDiverged, match="non-finite in the last step of epoch 2"):
+        train_tiny(tmp_path, epochs=3, callbacks=[PoisonWeightsAtEpochEnd(1)])
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1]  # epoch 2 neither recorded nor kept
+    assert run_state(tmp_path) == "unfinished"
 
 
 @pytest.mark.parametrize("option, value, message", [

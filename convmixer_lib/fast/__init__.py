@@ -67,6 +67,7 @@ def accelerate(model):
         if layer.name in fused:
             config = layer.get_config()
             return GeluBatchNorm(momentum=config["momentum"], epsilon=config["epsilon"],
+                                 trainable=config["trainable"], dtype=config["dtype"],
                                  name=layer.name)
         if layer.name in fused.values():  # its GELU is now in the GeluBatchNorm
             return keras.layers.Activation("linear", name=layer.name)
@@ -90,6 +91,7 @@ def _gelu_batchnorm_pairs(model):
             continue
         for tensor in inputs(layer):
             consumers.setdefault(id(tensor), []).append(layer)
+    outputs = {id(tensor) for tensor in keras.tree.flatten(model.outputs)}
     pairs = {}
     for layer in model.layers:
         if not isinstance(layer, keras.layers.BatchNormalization) or layer.synchronized:
@@ -98,7 +100,7 @@ def _gelu_batchnorm_pairs(model):
         producer = next((p for p in model.layers if p.output is tensor), None)
         if (isinstance(producer, keras.layers.Activation)
                 and producer.get_config()["activation"] == "gelu"
-                and consumers[id(tensor)] == [layer]
+                and consumers[id(tensor)] == [layer] and id(tensor) not in outputs
                 and layer.get_config()["axis"] in (-1, len(tensor.shape) - 1)
                 and layer.get_config()["center"] and layer.get_config()["scale"]):
             pairs[layer.name] = producer.name

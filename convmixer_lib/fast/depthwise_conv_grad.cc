@@ -6,7 +6,7 @@
 // stride 1, zeros outside the image, channels last, pad = (k - 1) / 2 for
 // Keras' "same" padding. TensorFlow's own CPU kernel for this gradient takes
 // several times as long as the forward convolution; the forward pass and the
-// input gradient stay TensorFlow's. Python side: convmixer_lib/fused.py.
+// input gradient stay TensorFlow's. Python side: convmixer_lib/fast/layers.py.
 
 #define EIGEN_USE_THREADS
 #include <algorithm>

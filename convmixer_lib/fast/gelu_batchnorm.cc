@@ -7,7 +7,7 @@
 //
 // Layout: channels last. `z` is viewed as a (rows, channels) matrix; the
 // per-channel statistics reduce over all rows (batch x height x width).
-// Python side: convmixer_lib/fused.py, which compiles this file on first use.
+// Python side: convmixer_lib/fast/layers.py, which compiles this file on first use.
 
 #define EIGEN_USE_THREADS
 #include <algorithm>

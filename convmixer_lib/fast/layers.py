@@ -13,9 +13,9 @@ TensorFlow operations (slower, same numbers).
 
 Their weights are those of the Keras layers they replace (`gamma`, `beta`,
 `moving_mean`, `moving_variance` of BatchNormalization; `kernel`, `bias` of
-DepthwiseConv2D), in the same order, so models built with `fused=False` and
-`fused=True` exchange weights with `get_weights`/`set_weights`; the library
-always writes weight files in the plain layers' layout.
+DepthwiseConv2D), in the same order, so a model and its `accelerate`d copy
+exchange weights with `get_weights`/`set_weights`; the library always writes
+weight files in the plain layers' layout.
 """
 
 import keras

@@ -4,7 +4,7 @@ Two sources beside this file make one library: `gelu_batchnorm.cc` (GELU and
 BatchNorm in one op, and its gradient) and `depthwise_conv_grad.cc` (the
 filter gradient of a depthwise convolution). They are compiled with the
 system's C++ compiler against the installed TensorFlow the first time a layer
-of `fused.py` needs them (about 20 s), and cached. Where that is impossible,
+of `layers.py` needs them (about 20 s), and cached. Where that is impossible,
 or where TensorFlow sees a GPU (the ops have CPU kernels only), `op_library()`
 returns None and the layers compute the same functions with plain TensorFlow.
 """
