@@ -29,7 +29,9 @@ TEST_04_recipes := -p FAST_DIR $(abspath results/recipes/fast) \
   -p LONG_DIR $(abspath results/recipes/long-keras-randaugment) -p RECORD_DIR $(RECORD) \
   -p CONSTANT_DIR $(abspath results/convmixer-256-8-constant) -p EVAL_SIZE 256
 TEST_05_filters := -p RUN_DIR $(RECORD) -p CHANNELS 8
-TEST_A1_faster_on_cpu := -p PROFILE $(abspath results/step-profile.json)
+TEST_A1_faster_on_cpu := -p PROFILE $(abspath results/step-profile.json) \
+  -p THROUGHPUT $(abspath results/throughput.txt) \
+  -p THROUGHPUT_RANDAUGMENT $(abspath results/throughput-randaugment.txt)
 TEST_06_explain := -p RECORD_DIR $(RECORD) -p EVAL_SIZE 256 -p GALLERY 3 \
   -p EXPORT_DIR $(abspath _build/runs/test-export)
 TEST_07_ablations := -p ABLATIONS_DIR $(abspath results/ablations)
