@@ -88,6 +88,11 @@ def _flatten(settings, prefix=""):
     return flat
 
 
+# Settings added to the library after some runs started, with the value those
+# runs trained with: no BatchNorm re-estimate for the averaged weights.
+ADDED_SETTINGS = {"bn_images": 0}
+
+
 def check_start(run_dir, settings, overwrite=False):
     """Refuse to train `run_dir` with `settings` unless that keeps its records whole.
 
@@ -121,7 +126,9 @@ def check_start(run_dir, settings, overwrite=False):
             "be checked: train into a new run directory, or overwrite "
             "(--overwrite, overwrite=True) to discard them."
         )
-    recorded = _flatten(read_json(run_file)["settings"])
+    # A setting added to the library since the run started reads as the value
+    # the run trained with.
+    recorded = {**ADDED_SETTINGS, **_flatten(read_json(run_file)["settings"])}
     requested = _flatten(json.loads(json.dumps(settings)))
     differences = [
         f"  {key}: recorded {recorded.get(key, '(not set)')!r}, "

@@ -19,7 +19,7 @@ from convmixer_lib.recipes import (
     LEAVE_ONE_OUT,
     RECIPES as RECIPE_SETTINGS,
 )
-from convmixer_lib.rundir import load_run_model, read_json
+from convmixer_lib.rundir import ADDED_SETTINGS, load_run_model, read_json
 from convmixer_lib.training import evaluate
 
 RESULTS = pathlib.Path(__file__).resolve().parent.parent / "results"
@@ -44,15 +44,11 @@ WEIGHTED_RUN_FILES = ["best.weights.h5", "config.json", "history.json", "metrics
 ABLATIONS = RESULTS / "ablations"
 
 
-# Settings added since some records were made, with the value those records
-# trained with: no BatchNorm re-estimate.
-NEWER_SETTINGS = {"bn_images": 0}
-
-
 def recorded_settings(run_dir):
-    """run.json's settings and metrics.json, with `NEWER_SETTINGS` filled in."""
-    return ({**NEWER_SETTINGS, **read_json(run_dir / "run.json")["settings"]},
-            {**NEWER_SETTINGS, **read_json(run_dir / "metrics.json")})
+    """run.json's settings and metrics.json, with the settings added since
+    (`rundir.ADDED_SETTINGS`) filled in with the values the run trained with."""
+    return ({**ADDED_SETTINGS, **read_json(run_dir / "run.json")["settings"]},
+            {**ADDED_SETTINGS, **read_json(run_dir / "metrics.json")})
 
 
 def test_every_run_in_results_is_listed():

@@ -108,6 +108,17 @@ def test_every_differing_setting_gets_its_line(unfinished):
     ]
 
 
+def test_a_run_started_before_a_setting_existed_resumes_with_its_old_value(unfinished):
+    # A run recorded before `bn_images` existed trained without the re-estimate.
+    run = read_json(unfinished / "run.json")
+    del run["settings"]["bn_images"]
+    (unfinished / "run.json").write_text(json.dumps(run))
+    with pytest.raises(ValueError, match="bn_images: recorded 0, now 64"):
+        train_tiny(unfinished, epochs=4, ema=0.9, bn_images=64)
+    _, history, _ = train_tiny(unfinished, epochs=4)
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+
+
 def test_a_resume_with_the_same_settings_finishes_the_run(unfinished):
     _, history, metrics = train_tiny(unfinished, epochs=4)
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
