@@ -26,7 +26,8 @@ TEST_03_training := -p DEMO_EPOCHS 1 -p DEMO_TRAIN_SIZE 256 -p EVAL_SIZE 256 \
   -p DEMO_DIR $(TEST_RUN) -p RECORD_DIR $(RECORD)
 TEST_04_recipes := -p FAST_DIR $(abspath results/recipes/fast) \
   -p FAST3_DIR $(abspath results/recipes/fast3) -p MEASURE_SIZE 64 \
-  -p FIRST_LONG_DIR $(abspath results/recipes/long-keras-randaugment) -p RECORD_DIR $(RECORD) \
+  -p FIRST_LONG_DIR $(abspath results/recipes/long-keras-randaugment) \
+  -p LONG_DIR $(abspath results/recipes/long) -p RECORD_DIR $(RECORD) \
   -p CONSTANT_DIR $(abspath results/convmixer-256-8-constant) -p EVAL_SIZE 256
 TEST_05_filters := -p RUN_DIR $(RECORD) -p CHANNELS 8
 TEST_A1_faster_on_cpu := -p PROFILE $(abspath results/step-profile.json) \
