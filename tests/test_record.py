@@ -181,14 +181,13 @@ def test_the_long_recipe_improves_on_its_first_run():
     # It does not reach locuslab's 92.6% (chapter 4 says by how much).
     metrics = read_json(LONG / "metrics.json")
     first = read_json(FIRST_LONG / "metrics.json")
-    assert metrics["epochs"] <= 25 and metrics["bn_images"] > 0
-    assert metrics["augment"] == "randaugment-m12"
     assert metrics["best_val_accuracy_flips"] > metrics["best_val_accuracy"]
     for key in ("best_val_accuracy", "test_accuracy", "test_accuracy_flips"):
         assert metrics[key] > first[key], key
     assert sorted(p.name for p in LONG.iterdir()) == WEIGHTED_RUN_FILES
     history = read_json(LONG / "history.json")
-    assert all({"stale_bn_val_accuracy", "bn_seconds"} <= h.keys() for h in history)
+    assert all({"raw_val_accuracy", "stale_bn_val_accuracy", "bn_seconds"} <= h.keys()
+               for h in history)  # chapter 4 draws and compares all three
 
 
 @pytest.mark.parametrize("run_dir", [FAST, FAST3, LONG, FIRST_LONG], ids=lambda p: p.name)
