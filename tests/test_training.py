@@ -204,23 +204,32 @@ def test_most_confident_mistakes_refuses_mismatched_lengths():
         most_confident_mistakes([0, 1], [0, 1, 2], [0.5, 0.5, 0.5])
 
 
-class PoisonWeightsAtEpoch(keras.callbacks.Callback):
-    """Set one kernel to NaN as epoch `epoch` (0-based) begins: the loss of
-    that epoch's first step is NaN."""
+class PoisonWeights(keras.callbacks.Callback):
+    """Set the classifier's kernel to NaN in epoch `epoch` (0-based): as it
+    begins (`at="begin"`: the epoch's first loss is NaN) or after its last step
+    (`at="end"`: every loss of the epoch was finite)."""
 
-    def __init__(self, epoch):
+    def __init__(self, epoch, at):
         super().__init__()
-        self.epoch = epoch
+        self.epoch, self.at, self.now = epoch, at, None
+
+    def _poison(self):
+        kernel = self.model.layers[-1].kernel
+        kernel.assign(np.full(kernel.shape, np.nan, "float32"))
 
     def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            kernel = self.model.layers[-1].kernel
-            kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+        self.now = epoch
+        if self.at == "begin" and epoch == self.epoch:
+            self._poison()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.at == "end" and self.now == self.epoch and batch + 1 == self.params["steps"]:
+            self._poison()
 
 
 def test_a_diverging_run_stops_at_its_first_nan_and_keeps_its_finished_epochs(tmp_path):
     with pytest.raises(TrainingDiverged) as error:
-        train_tiny(tmp_path, epochs=3, callbacks=[PoisonWeightsAtEpoch(1)])
+        train_tiny(tmp_path, epochs=3, callbacks=[PoisonWeights(1, at="begin")])
     message = str(error.value)
     assert "the loss became nan at epoch 2, step 1" in message
     assert "keeps its 1 finished epoch and resumes" in message and "\n" not in message
@@ -232,26 +241,9 @@ def test_a_diverging_run_stops_at_its_first_nan_and_keeps_its_finished_epochs(tm
     assert np.isfinite(metrics["test_accuracy"])
 
 
-class PoisonWeightsAtEpochEnd(keras.callbacks.Callback):
-    """Set one kernel to NaN as epoch `epoch` (0-based) ends, after its last
-    step computed a finite loss."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.params["steps"] == batch + 1 and self.epoch_now == self.epoch:
-            kernel = self.model.layers[-1].kernel
-            kernel.assign(np.full(kernel.shape, np.nan, "float32"))
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_now = epoch
-
-
 def test_weights_made_non_finite_by_an_epochs_last_step_stop_the_run(tmp_path):
     with pytest.raises(TrainingDiverged, match="non-finite in the last step of epoch 2"):
-        train_tiny(tmp_path, epochs=3, callbacks=[PoisonWeightsAtEpochEnd(1)])
+        train_tiny(tmp_path, epochs=3, callbacks=[PoisonWeights(1, at="end")])
     history = json.loads((tmp_path / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1]  # epoch 2 neither recorded nor kept
     assert run_state(tmp_path) == "unfinished"
