@@ -5,7 +5,7 @@ import argparse
 import shlex
 import sys
 
-from .ablations import SWEEP, configurations, run_sweep
+from .ablations import BUDGETS, configurations, run_sweep
 from .checks import SEED_LIMIT, int_argument, number_argument, positive_int_argument
 from .data import (
     AUGMENTATIONS,
@@ -62,9 +62,14 @@ def predict_command(args, argv):
 
 
 def ablate_command(args, argv):
-    trained = run_sweep(args.folder, load_splits(args.data), only=args.only,
+    folder = args.folder or ABLATION_FOLDERS[args.budget]
+    trained = run_sweep(folder, load_splits(args.data), only=args.only, budget=args.budget,
                         verbose="auto" if sys.stdout.isatty() else 2)
-    print(f"Trained {len(trained)} configurations; every finished one is in {args.folder}")
+    print(f"Trained {len(trained)} configurations; every finished one is in {folder}")
+
+
+# Where each budget's sweep keeps its runs by default.
+ABLATION_FOLDERS = {"short": "results/ablations", "full": "results/ablations-full"}
 
 
 def _parser():
@@ -152,15 +157,25 @@ def _parser():
     p.add_argument("--flips", action="store_true",
                    help="average each image's prediction with its mirror image's")
     p.set_defaults(run=predict_command)
+    short, full = BUDGETS["short"], BUDGETS["full"]
     a = commands.add_parser(
         "ablate", parents=[data], help="train the ablation sweep, skipping finished runs",
         description=f"Train every configuration of the ablation sweep ({len(configurations())}: "
         "one design choice changed at a time around ConvMixer-256/8, and the baseline with "
-        f"3 seeds) with the {SWEEP['recipe']} recipe for {SWEEP['epochs']} epochs on the "
-        f"first {SWEEP['train_size']:,} training images. Finished configurations are "
+        f"3 seeds) with the {short['recipe']} recipe for {short['epochs']} epochs on the "
+        f"first {short['train_size']:,} training images, or with --budget full "
+        f"{len(configurations('full'))} of them for {full['epochs']} epochs on all the "
+        "training images. Finished configurations are "
         "skipped and an interrupted one resumes, so rerun the command to continue.")
-    a.add_argument("--folder", default="results/ablations",
-                   help="one run directory per configuration (default: results/ablations)")
+    a.add_argument("--budget", choices=BUDGETS, default="short",
+                   help="short: every configuration on the first "
+                   f"{short['train_size']:,} training images; full: the baseline and the "
+                   "changes that matter most for the paper's claims on all of them "
+                   "(default: short)")
+    a.add_argument("--folder", default=None,
+                   help="one run directory per configuration (default: "
+                   + ", ".join(f"{folder} for {budget}"
+                               for budget, folder in ABLATION_FOLDERS.items()) + ")")
     a.add_argument("--only", nargs="+", metavar="NAME",
                    help="train only these configurations, e.g. baseline-seed42 kernel_size-9")
     a.set_defaults(run=ablate_command)

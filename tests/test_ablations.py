@@ -55,7 +55,10 @@ def tiny_sweep(monkeypatch, small_archive):
                         {"filters": 8, "depth": 1, "kernel_size": 3, "patch_size": 4})
     monkeypatch.setattr(ablations, "FACTORS", {"kernel_size": [5], "residual": [False]})
     monkeypatch.setattr(ablations, "BASELINE_SEEDS", (0,))
-    monkeypatch.setattr(ablations, "SWEEP", {"recipe": "fast", "epochs": 1, "train_size": 64})
+    monkeypatch.setattr(ablations, "BUDGETS", {
+        "short": {"recipe": "fast", "epochs": 1, "train_size": 64},
+        "full": {"recipe": "fast", "epochs": 1, "train_size": None}})
+    monkeypatch.setattr(ablations, "FULL_BUDGET_RUNS", ("residual-False", "baseline-seed0"))
     path, _ = small_archive
     return load_splits(path)
 
@@ -83,6 +86,34 @@ def test_a_sweep_can_train_some_configurations_and_refuses_unknown_ones(tiny_swe
     assert [p.name for p in tmp_path.iterdir()] == ["residual-False"]
     with pytest.raises(ValueError, match="no configurations named \\['kernel-9'\\]"):
         ablations.run_sweep(tmp_path, tiny_sweep, only=["kernel-9"])
+
+
+def test_the_full_budget_retrains_its_configurations_on_every_training_image(
+        tiny_sweep, tmp_path):
+    assert ablations.run_sweep(tmp_path, tiny_sweep, budget="full", verbose=0) == [
+        "residual-False", "baseline-seed0"]
+    for name in ("residual-False", "baseline-seed0"):
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert metrics["train_images"] == len(tiny_sweep[0][0]) > 64, name
+        assert metrics["epochs"] == 1 and metrics["ablation"] == name
+    assert [r["name"] for r in ablations.sweep_results(tmp_path, budget="full")] == [
+        "residual-False", "baseline-seed0"]
+    with pytest.raises(ValueError, match="the full budget's sweep has"):
+        ablations.run_sweep(tmp_path, tiny_sweep, only=["kernel_size-5"], budget="full")
+    with pytest.raises(ValueError, match="`budget` must be one of"):
+        ablations.configurations("long")
+
+
+def test_the_full_budget_retrains_the_changes_that_matter_with_two_baseline_seeds():
+    runs = ablations.configurations("full")
+    assert [run["name"] for run in runs] == list(ablations.FULL_BUDGET_RUNS)
+    short = {run["name"]: run for run in ablations.configurations()}
+    assert all(run == short[run["name"]] for run in runs)
+    assert {run["seed"] for run in runs if run["factor"] is None} == {42, 1}
+    assert {(run["factor"], run["value"]) for run in runs if run["factor"]} == {
+        ("kernel_size", 3), ("kernel_size", 9), ("depth", 12), ("residual", False)}
+    short, full = ablations.BUDGETS["short"], ablations.BUDGETS["full"]
+    assert {**short, "train_size": None} == full and short["train_size"] == 20_000
 
 
 def test_sweep_results_name_each_finished_change_and_leave_out_unfinished_ones(

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from convmixer_lib import ablations
+from convmixer_lib.cli import ABLATION_FOLDERS
 from convmixer_lib.fast import accelerate
 from convmixer_lib.model import build_convmixer, convmixer_config
 from convmixer_lib.recipes import (
@@ -41,7 +42,7 @@ FIRST_LONG = RECIPES / "long-keras-randaugment"
 FIRST_LONG_SETTINGS = {**RECIPE_SETTINGS["long"], "augment": "randaugment", "bn_images": 0}
 WEIGHTED_RUN_FILES = ["best.weights.h5", "config.json", "history.json", "metrics.json",
                       "run.json"]
-ABLATIONS = RESULTS / "ablations"
+ABLATIONS = {budget: RESULTS.parent / folder for budget, folder in ABLATION_FOLDERS.items()}
 
 
 def recorded_settings(run_dir):
@@ -53,13 +54,18 @@ def recorded_settings(run_dir):
 
 def test_every_run_in_results_is_listed():
     assert sorted(p.name for p in RESULTS.iterdir() if p.is_dir()) == sorted(
-        [*RUNS, "recipes", "ablations"])
+        [*RUNS, "recipes", *(folder.name for budget, folder in ABLATIONS.items()
+                             if budget == "short" or folder.is_dir())])
     listed = {"fast", "fast3", "long", FIRST_LONG.name,
               *(f"fast-without-{name}" for name in LEAVE_ONE_OUT)}
     assert {p.name for p in RECIPES.iterdir() if p.is_dir()} <= listed
-    # Every configuration of the sweep has its record: chapter 7 reads them all.
+    # Every configuration of the short budget's sweep has its record: chapter 7
+    # reads them all; the full budget's records are among its configurations.
     sweep = {run["name"] for run in ablations.configurations()}
-    assert {p.name for p in ABLATIONS.iterdir()} == sweep
+    assert {p.name for p in ABLATIONS["short"].iterdir()} == sweep
+    full = {run["name"] for run in ablations.configurations("full")}
+    if ABLATIONS["full"].is_dir():
+        assert {p.name for p in ABLATIONS["full"].iterdir()} <= full
 
 
 def test_the_step_profile_adds_up():
@@ -201,25 +207,27 @@ def test_recipe_weights_reach_the_recorded_test_accuracy(run_dir, real_cifar10):
 
 
 def _ablation_runs():
-    finished = {p.name for p in ABLATIONS.iterdir()}
-    return [run for run in ablations.configurations() if run["name"] in finished]
+    return [(budget, run) for budget, folder in ABLATIONS.items() if folder.is_dir()
+            for run in ablations.configurations(budget) if (folder / run["name"]).is_dir()]
 
 
-@pytest.mark.parametrize("run", _ablation_runs(), ids=lambda run: run["name"])
-def test_ablation_records_agree_with_the_sweep_and_themselves(run):
-    run_dir = ABLATIONS / run["name"]
+@pytest.mark.parametrize("budget, run", _ablation_runs(),
+                         ids=lambda value: value if isinstance(value, str) else value["name"])
+def test_ablation_records_agree_with_the_sweep_and_themselves(budget, run):
+    run_dir = ABLATIONS[budget] / run["name"]
     # Records only: the weights stay out of the book (.gitignore), and a
     # finished run leaves no lock or backup behind.
     files = {p.name for p in run_dir.iterdir()} - {"best.weights.h5"}
     assert files == {"config.json", "history.json", "metrics.json", "run.json"}
     history = read_json(run_dir / "history.json")
     settings, metrics = recorded_settings(run_dir)
-    sweep = ablations.SWEEP
+    sweep = ablations.BUDGETS[budget]
     assert {key: settings[key] for key in RECIPE_SETTINGS[sweep["recipe"]]} == {
         **RECIPE_SETTINGS[sweep["recipe"]], "epochs": sweep["epochs"]}
     assert {key: metrics[key] for key in settings} == settings
     assert (metrics["recipe"], metrics["train_images"], metrics["validation_images"],
-            metrics["test_images"]) == (sweep["recipe"], sweep["train_size"], 5_000, 10_000)
+            metrics["test_images"]) == (sweep["recipe"], sweep["train_size"] or 45_000,
+                                        5_000, 10_000)
     assert (metrics["ablation"], metrics["seed"]) == (run["name"], run["seed"])
     model = build_convmixer(**run["model"])
     assert metrics["model"] == read_json(run_dir / "config.json") == convmixer_config(model)
