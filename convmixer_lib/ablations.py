@@ -9,10 +9,16 @@ configuration; the full budget retrains the baseline and the changes whose
 short-budget verdict matters most for the paper's claims.
 """
 
+import math
 import os
+import textwrap
 
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FixedLocator, NullFormatter, PercentFormatter
+from matplotlib.transforms import Bbox
 
+from .flops import forward_flops
 from .model import build_convmixer
 from .recipes import train_recipe
 from .rundir import read_json, run_state
@@ -130,8 +136,9 @@ def sweep_results(folder, budget="short"):
         for the baseline), `value` (that argument's value), `factor_name` (the
         factor in words, None for the baseline), `label` (the change in words,
         "baseline" for the baseline), `model` (the build arguments),
-        `seed`, `parameters`, `minutes` (training time, the epochs' seconds
-        summed, / 60), `val_accuracy` (the best epoch's, with the averaged
+        `seed`, `parameters`, `flops` (forward floating-point operations per
+        image, `flops.forward_flops`), `minutes` (training time, the epochs'
+        seconds summed, / 60), `val_accuracy` (the best epoch's, with the averaged
         weights the run keeps; fraction correct), `val_accuracy_flips`,
         `raw_val_accuracy` (the best epoch's, with the raw weights),
         `train_accuracy` (the best epoch's running mean over the augmented
@@ -155,6 +162,7 @@ def sweep_results(folder, budget="short"):
         results.append({
             **run, "factor_name": factor_name, "label": label,
             "parameters": metrics["parameters"],
+            "flops": forward_flops(build_convmixer(**run["model"])),
             "minutes": sum(metrics["seconds_per_epoch"]) / 60,
             "val_accuracy": metrics["best_val_accuracy"],
             "val_accuracy_flips": metrics["best_val_accuracy_flips"],
@@ -189,15 +197,244 @@ def against_baseline(results):
         A list of dicts, one per change in sweep order: `label`,
         `val_accuracy`, `difference` (its validation accuracy minus the
         baseline runs' mean, in fractions: 0.01 is one point), `beyond_noise`
-        (True if outside the baseline runs' range, min to max), `time` and
-        `size` (its minutes and parameters over the baseline runs' means).
+        (True if outside the baseline runs' range, min to max), `time`,
+        `size` and `work` (its minutes, parameters and forward operations per
+        image over the baseline runs' means).
     """
     baseline, changes = baseline_and_changes(results)
     accuracies = [r["val_accuracy"] for r in baseline]
     mean = {key: np.mean([r[key] for r in baseline])
-            for key in ("val_accuracy", "minutes", "parameters")}
+            for key in ("val_accuracy", "minutes", "parameters", "flops")}
     return [{"label": r["label"], "val_accuracy": r["val_accuracy"],
              "difference": r["val_accuracy"] - mean["val_accuracy"],
              "beyond_noise": not min(accuracies) <= r["val_accuracy"] <= max(accuracies),
              "time": r["minutes"] / mean["minutes"],
-             "size": r["parameters"] / mean["parameters"]} for r in changes]
+             "size": r["parameters"] / mean["parameters"],
+             "work": r["flops"] / mean["flops"]} for r in changes]
+
+
+def budget_steps(budget, batch_size=128, training_images=45_000):
+    """Optimizer steps of one run at `budget` (a key of `BUDGETS`), batches of `batch_size`."""
+    images = BUDGETS[budget]["train_size"] or training_images
+    return BUDGETS[budget]["epochs"] * math.ceil(images / batch_size)
+
+
+def compare_budgets(short, full):
+    """Each change trained at both budgets, measured against its budget's baseline.
+
+    Args:
+        short, full: `sweep_results()`'s dicts at the short and the full
+            budget, each with at least one baseline run.
+
+    Returns:
+        A list of dicts, one per change finished at both budgets, in the full
+        budget's order: `label`, `short` and `full` (each a dict of
+        `val_accuracy`, `difference` from that budget's baseline mean and
+        `beyond_noise`, as `against_baseline` gives them) and `verdict`:
+        "within noise" (inside the full budget's baseline range), "holds"
+        (outside both ranges, on the same side), "flips" (outside both, on
+        opposite sides) or "emerges" (inside the short budget's range,
+        outside the full budget's).
+    """
+    short_rows = {row["label"]: row for row in against_baseline(short)}
+    rows = []
+    for row in against_baseline(full):
+        if row["label"] not in short_rows:
+            continue
+        before = short_rows[row["label"]]
+        if not row["beyond_noise"]:
+            verdict = "within noise"
+        elif not before["beyond_noise"]:
+            verdict = "emerges"
+        else:
+            verdict = "holds" if (row["difference"] > 0) == (before["difference"] > 0) else "flips"
+        keep = ("val_accuracy", "difference", "beyond_noise")
+        rows.append({"label": row["label"], "short": {k: before[k] for k in keep},
+                     "full": {k: row[k] for k in keep}, "verdict": verdict})
+    return rows
+
+
+# Chapter 7's figures.
+
+def _baseline_band(ax, baseline):
+    """Shade the baseline runs' range of validation accuracy across a panel."""
+    accuracies = [r["val_accuracy"] for r in baseline]
+    ax.axhspan(min(accuracies), max(accuracies), color="0.85", zorder=0,
+               label=f"baseline, {len(accuracies)} seeds (range)")
+    ax.axhline(np.mean(accuracies), color="0.5", lw=1, zorder=0)
+
+
+def plot_ablations(results, title="One change at a time: validation accuracy"):
+    """Validation accuracy of each change to the baseline, one panel per numeric
+    factor (its values on the x axis, the baseline's seeds as a point at their
+    mean with their range as an error bar) and one panel for the other
+    changes; the baseline's range is shaded in every panel.
+
+    Args:
+        results: `ablations.sweep_results()`'s dicts (`factor` None for the
+            baseline; `factor`, `value`, `factor_name`, `label`, `model`,
+            `val_accuracy`).
+    """
+    baseline, changes = baseline_and_changes(results)
+    numeric = list(dict.fromkeys(r["factor"] for r in changes if type(r["value"]) is int))
+    others = [r for r in changes if r["factor"] not in numeric]
+    panels = len(numeric) + bool(others)
+    columns = min(panels, 3)
+    figure, axes = plt.subplots(math.ceil(panels / columns), columns, sharey=True,
+                                figsize=(3.0 * columns, 2.9 * math.ceil(panels / columns)),
+                                squeeze=False)
+    mean = np.mean([r["val_accuracy"] for r in baseline])
+    spread = [[mean - min(r["val_accuracy"] for r in baseline)],
+              [max(r["val_accuracy"] for r in baseline) - mean]]
+    for ax, factor in zip(axes.flat, numeric):
+        runs = sorted([r for r in changes if r["factor"] == factor]
+                      + [{"value": baseline[0]["model"][factor], "val_accuracy": mean}],
+                      key=lambda r: r["value"])
+        _baseline_band(ax, baseline)
+        ax.plot([r["value"] for r in runs], [r["val_accuracy"] for r in runs], "o-", color="C0")
+        ax.errorbar([baseline[0]["model"][factor]], [mean], yerr=spread, fmt="s",
+                    color="C1", capsize=4, label="baseline (mean)")
+        ax.set_xticks([r["value"] for r in runs])
+        name = next(r["factor_name"] for r in changes if r["factor"] == factor)
+        ax.set_xlabel(f"{name} (baseline {baseline[0]['model'][factor]})")
+        ax.set_title(name.capitalize())
+    if others:
+        ax = axes.flat[len(numeric)]
+        _baseline_band(ax, baseline)
+        labels = ["baseline"] + [r["label"] for r in others]
+        ax.errorbar([0], [mean], yerr=spread, fmt="s", color="C1", capsize=4)
+        ax.plot(range(1, len(labels)), [r["val_accuracy"] for r in others], "o", color="C0")
+        ax.set_xticks(range(len(labels)), [textwrap.fill(label, 11) for label in labels],
+                      fontsize=8)
+        ax.set_xlim(-0.5, len(labels) - 0.5)
+        ax.set_title("Other design choices")
+    for ax in axes.flat[panels:]:
+        ax.remove()
+    for ax in axes[:, 0]:
+        ax.set_ylabel("validation accuracy")
+    for ax in axes.flat[:panels]:
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8, loc="lower right")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def plot_ablation_costs(results, title="What each change costs"):
+    """Validation accuracy of every run against the operations of one image's
+    forward pass (top, log scale) and its parameter count (bottom, log
+    scale); each point is labelled with its change (`label`), the baseline's
+    seeds are drawn as one shaded range. Both costs are the model's, computed
+    from it: the same on any machine and with any implementation of its layers.
+
+    Args:
+        results: `ablations.sweep_results()`'s dicts (`factor` None for the
+            baseline; `label`, `flops`, `parameters`, `val_accuracy`).
+    """
+    baseline, changes = baseline_and_changes(results)
+    figure, panels = plt.subplots(2, 1, figsize=(8, 9), sharey=True)
+    for ax, key in zip(panels, ("flops", "parameters")):
+        _baseline_band(ax, baseline)
+        ax.plot([r[key] for r in baseline], [r["val_accuracy"] for r in baseline], "s",
+                color="C1", label="baseline runs")
+        ax.plot([r[key] for r in changes], [r["val_accuracy"] for r in changes], "o", color="C0")
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.grid(alpha=0.3)
+    work, parameters = panels
+    work.xaxis.set_major_locator(FixedLocator([5e7, 1e8, 2e8, 5e8, 1e9, 2e9]))
+    work.xaxis.set_major_formatter(lambda value, _: f"{value / 1e9:g}")
+    work.set_xlabel("forward pass, billions of floating-point operations per image")
+    work.set_title("Accuracy against computation")
+    parameters.xaxis.set_major_locator(FixedLocator([1e5, 2e5, 5e5, 1e6, 2e6, 5e6]))
+    parameters.xaxis.set_major_formatter(
+        lambda value, _: f"{value / 1e6:g}M" if value >= 1e6 else f"{value / 1e3:g}k")
+    parameters.set_xlabel("parameters")
+    parameters.set_title("Accuracy against parameters")
+    for ax in panels:
+        ax.set_ylabel("validation accuracy")
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+    work.legend(fontsize=8, loc="lower right")
+    figure.suptitle(title)
+    figure.tight_layout()
+    for ax, key in zip(panels, ("flops", "parameters")):
+        _label_points(ax, [(r[key], r["val_accuracy"]) for r in changes],
+                      [r["label"] for r in changes])
+    return figure
+
+
+# Places tried for a point's label, as (x, y) offsets in points from the point
+# and the label's horizontal alignment: beside it, above or below it, then
+# beside it but one, two or three lines higher or lower.
+_LABEL_PLACES = [(5, 0, "left"), (-5, 0, "right"), (0, 9, "center"), (0, -9, "center")] + [
+    (side * 5, lines * 9, "left" if side > 0 else "right")
+    for lines in (1, -1, 2, -2, 3, -3) for side in (1, -1)]
+
+
+def _label_points(ax, points, labels, fontsize=8):
+    """Write each label beside its point (data coordinates) in the first of
+    `_LABEL_PLACES` where it stays inside `ax` and covers no marker, no legend
+    and no label written before it; where no place is free, beside it on the
+    right. Call it once the figure's layout is final: places are measured on
+    the canvas.
+    """
+    renderer = ax.figure.canvas.get_renderer()
+    pixels_per_point = ax.figure.dpi / 72
+    taken = [ax.get_legend().get_window_extent(renderer)] if ax.get_legend() else []
+    for line in ax.get_lines():
+        if line.get_marker() in ("None", None, ""):
+            continue
+        radius = (line.get_markersize() / 2 + 1) * pixels_per_point
+        for x, y in ax.transData.transform(line.get_xydata()):
+            taken.append(Bbox([[x - radius, y - radius], [x + radius, y + radius]]))
+    frame = ax.get_window_extent(renderer)
+    for point, label in zip(points, labels):
+        text = ax.annotate(label, point, xytext=(0, 0), textcoords="offset points",
+                           fontsize=fontsize, va="center")
+        # The first place comes again last: where it ends when none is free.
+        for dx, dy, alignment in _LABEL_PLACES + _LABEL_PLACES[:1]:
+            text.xyann = (dx, dy)
+            text.set_horizontalalignment(alignment)
+            box = text.get_window_extent(renderer)
+            inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
+            if inside and not any(box.overlaps(other) for other in taken):
+                break
+        taken.append(box)
+
+
+def plot_budgets(short, full, title="The verdicts at two budgets"):
+    """Each change's validation accuracy minus its budget's baseline mean, at
+    the short and the full budget side by side; at the left, the baseline
+    seeds' range around their mean at each budget (the noise a change must
+    leave to count).
+
+    Args:
+        short, full: `sweep_results()`'s dicts at the short and the full
+            budget; only changes finished at both are drawn.
+    """
+    rows = compare_budgets(short, full)
+    figure, ax = plt.subplots(figsize=(8, 4.5))
+    ax.axhline(0, color="0.5", linewidth=0.8)
+    for offset, results, budget, key, color in ((-0.12, short, "short", "short", "C0"),
+                                                (0.12, full, "full", "full", "C1")):
+        baseline, _ = baseline_and_changes(results)
+        accuracies = [r["val_accuracy"] for r in baseline]
+        mean = np.mean(accuracies)
+        steps = budget_steps(budget)
+        label = (f"{BUDGETS[budget]['train_size'] or 45_000:,} images, {steps:,} steps "
+                 f"(baseline: {len(baseline)} seeds)")
+        ax.errorbar([offset], [0], yerr=[[100 * (mean - min(accuracies))],
+                                         [100 * (max(accuracies) - mean)]],
+                    fmt="s", color=color, capsize=4)
+        ax.plot([i + 1 + offset for i in range(len(rows))],
+                [100 * row[key]["difference"] for row in rows], "o", color=color, label=label)
+    labels = ["baseline\n(seeds' range)"] + [textwrap.fill(row["label"], 14) for row in rows]
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.set_xlim(-0.5, len(labels) - 0.5)
+    ax.set_ylabel("validation accuracy minus\nthe baseline's mean (points)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(title)
+    figure.tight_layout()
+    return figure

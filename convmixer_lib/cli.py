@@ -1,5 +1,5 @@
-"""Command line: `python -m convmixer_lib train|evaluate|predict|ablate`, so no step
-needs a notebook."""
+"""Command line: `python -m convmixer_lib train|evaluate|predict|ablate|compare`, so
+no step needs a notebook."""
 
 import argparse
 import shlex
@@ -7,6 +7,7 @@ import sys
 
 from .ablations import BUDGETS, configurations, run_sweep
 from .checks import SEED_LIMIT, int_argument, number_argument, positive_int_argument
+from .compare import FIRST_RATES, MODELS, run_comparison
 from .data import (
     AUGMENTATIONS,
     CLASS_NAMES,
@@ -70,6 +71,13 @@ def ablate_command(args, argv):
 
 # Where each budget's sweep keeps its runs by default.
 ABLATION_FOLDERS = {"short": "results/ablations", "full": "results/ablations-full"}
+
+
+def compare_command(args, argv):
+    chosen = run_comparison(args.folder, load_splits(args.data), only=args.only,
+                            verbose="auto" if sys.stdout.isatty() else 2)
+    rates = ", ".join(f"{model} {rate:g}" for model, rate in chosen.items())
+    print(f"Chosen peak learning rates: {rates}; every finished run is in {args.folder}")
 
 
 def _parser():
@@ -179,6 +187,22 @@ def _parser():
     a.add_argument("--only", nargs="+", metavar="NAME",
                    help="train only these configurations, e.g. baseline-seed42 kernel_size-9")
     a.set_defaults(run=ablate_command)
+
+    c = commands.add_parser(
+        "compare", parents=[data],
+        help="train ConvMixer, a ResNet, a ViT and an MLP-Mixer alike, skipping finished runs",
+        description="For each model of about ConvMixer-256/8's size (" + ", ".join(MODELS)
+        + "): choose the peak learning rate on validation (the ablation sweep's short "
+        f"budget at {', '.join(f'{r:g}' for r in FIRST_RATES)}, and beyond the best while "
+        "it is at an end), then train at that rate on all the training images with the "
+        "fast recipe and test once. Finished runs are skipped and an interrupted one "
+        "resumes, so rerun the command to continue.")
+    c.add_argument("--folder", default="results/comparison",
+                   help="grid runs in FOLDER/grid, full runs in FOLDER/<model> "
+                   "(default: results/comparison)")
+    c.add_argument("--only", nargs="+", choices=MODELS, metavar="MODEL",
+                   help=f"run only these models, of {', '.join(MODELS)}")
+    c.set_defaults(run=compare_command)
     return parser
 
 
@@ -194,5 +218,5 @@ def main(argv=None):
         parser.exit(1, f"error: {error}\n")
     except KeyboardInterrupt:
         resume = (" Run the same command again to resume from the last finished epoch."
-                  if args.command in ("train", "ablate") else "")
+                  if args.command in ("train", "ablate", "compare") else "")
         parser.exit(130, f"\ninterrupted.{resume}\n")

@@ -109,9 +109,9 @@ def build_convmixer(
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name=CLASSIFIER)(x)
     model = keras.Model(inputs, outputs, name=f"convmixer_{filters}_{depth}")
-    # What config.json holds: the sizes, and each variant where it differs
-    # from the paper's ConvMixer.
-    model.convmixer_arguments = {
+    # What config.json holds (`architectures.model_config`): the sizes, and
+    # each variant where it differs from the paper's ConvMixer.
+    model.build_config = {
         "filters": filters, "depth": depth, "kernel_size": kernel_size,
         "patch_size": patch_size, "image_size": image_size, "num_classes": num_classes,
         **({"activation": activation} if activation != "gelu" else {}),
@@ -131,8 +131,8 @@ def convmixer_config(model):
         ValueError: if `model` was not built by `build_convmixer` (or copied
             from such a model by `fast.accelerate`).
     """
-    arguments = getattr(model, "convmixer_arguments", None)
-    if arguments is None:
+    arguments = getattr(model, "build_config", None)
+    if arguments is None or "architecture" in arguments:
         raise ValueError(f"model {model.name!r} was not built by `build_convmixer`, so "
                          "its configuration is unknown.")
     return dict(arguments)

@@ -7,10 +7,10 @@ train --recipe NAME`) trains one; any setting given beside it replaces that one.
 
 import keras
 
+from .architectures import build_model
 from .checks import SEED_LIMIT, check_int
 from .data import make_dataset
 from .fast import accelerate
-from .model import build_convmixer
 from .training import distribution, run_experiment
 
 RECIPES = {
@@ -97,8 +97,8 @@ def recipe_settings(name, **changes):
 
 
 def train_recipe(run_dir, splits, recipe="example", model=None, seed=42, train_size=None,
-                 accelerated=True, devices=None, details=None, overwrite=False, verbose="auto",
-                 **changes):
+                 accelerated=True, devices=None, test=True, details=None, overwrite=False,
+                 verbose="auto", **changes):
     """Train ConvMixer on CIFAR-10 with recipe `recipe` into `run_dir`.
 
     Args:
@@ -107,12 +107,15 @@ def train_recipe(run_dir, splits, recipe="example", model=None, seed=42, train_s
         splits: `(x_train, y_train), (x_val, y_val), (x_test, y_test)`, as
             `load_splits` returns them.
         recipe: a name in `RECIPES`; `changes` replace its settings.
-        model: `build_convmixer` arguments (None: ConvMixer-256/8).
+        model: `build_convmixer` arguments (None: ConvMixer-256/8), or any
+            `architectures.build_model` configuration.
         seed: seeds Keras, the shuffle and the augmentation.
         train_size: train on the first `train_size` training images (None: all).
         accelerated: train the model as `fast.accelerate` returns it: the same
             model, a faster training step on a CPU (unchanged elsewhere).
         devices: as for `distribution`; on several, BatchNorm is synchronized.
+        test: evaluate the kept weights on the test split at the end; False
+            leaves the test images unseen (a run that chooses a setting).
         details, overwrite, verbose: as for `run_experiment`.
 
     Returns:
@@ -121,7 +124,7 @@ def train_recipe(run_dir, splits, recipe="example", model=None, seed=42, train_s
     """
     settings = recipe_settings(recipe, **changes)
     check_int("seed", seed, 0, SEED_LIMIT)
-    (x_train, y_train), val, test = splits
+    (x_train, y_train), val, test_split = splits
     if train_size is not None:
         check_int("train_size", train_size, 1, len(x_train) + 1)
     keras.utils.set_random_seed(seed)
@@ -129,14 +132,14 @@ def train_recipe(run_dir, splits, recipe="example", model=None, seed=42, train_s
     batch_size, augment = settings.pop("batch_size"), settings.pop("augment")
     strategy = distribution(devices)  # one device unless asked, or several GPUs
     with strategy.scope():
-        built = build_convmixer(**(model or {}),
-                                synchronized_batchnorm=strategy.num_replicas_in_sync > 1)
+        built = build_model(model or {},
+                            synchronized_batchnorm=strategy.num_replicas_in_sync > 1)
         _, metrics = run_experiment(
             accelerate(built) if accelerated else built,
             make_dataset(x_train, y_train, batch_size, training=True, seed=seed,
                          augment=augment),
             make_dataset(*val, batch_size),
-            test,
+            test_split if test else None,
             run_dir,
             **settings,
             seed=seed,
@@ -144,7 +147,7 @@ def train_recipe(run_dir, splits, recipe="example", model=None, seed=42, train_s
                 "recipe": recipe,
                 "train_images": len(x_train),
                 "validation_images": len(val[0]),
-                "test_images": len(test[0]),
+                "test_images": len(test_split[0]) if test else 0,
                 "batch_size": batch_size,
                 "augment": augment,
             },

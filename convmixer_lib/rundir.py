@@ -1,6 +1,6 @@
 """A run directory: everything one training run writes, and the rules that keep it whole.
 
-    config.json       the model's settings, for `build_convmixer(**config)`
+    config.json       the model's settings, for `architectures.build_model(config)`
     run.json          the settings that shape the result, recorded when the run
                       starts, and one segment per process that trained it
     history.json      one record per finished epoch: losses, accuracies, seconds
@@ -30,8 +30,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .architectures import build_model, model_config
 from .machine import processor_name, vector_extensions
-from .model import build_convmixer, convmixer_config
 
 CONFIG = "config.json"
 RUN = "run.json"
@@ -204,7 +204,7 @@ def training_run(run_dir, model, settings, details=None, overwrite=False):
             **(details or {}),
         }
         run["segments"].append(segment)
-        write_json(os.path.join(run_dir, CONFIG), convmixer_config(model))
+        write_json(os.path.join(run_dir, CONFIG), model_config(model))
         write_json(run_file, run)
         yield segment["segment"]
 
@@ -235,14 +235,14 @@ def segments(run_dir, history):
 
 
 def _plain_copy(model):
-    """An uncompiled ConvMixer of plain Keras layers shaped like `model`."""
-    return build_convmixer(**convmixer_config(model))
+    """An uncompiled model of plain Keras layers shaped like `model`."""
+    return build_model(model_config(model))
 
 
 def save_plain_weights(model, path):
     """Save `model`'s weights atomically, without optimizer state.
 
-    The file always holds the model as `build_convmixer` builds it, also when
+    The file always holds the model as its builder builds it, also when
     `model` went through `fast.accelerate`, so `load_run_model` and the
     notebooks can read it.
     """
@@ -269,7 +269,7 @@ def load_plain_weights(model, path):
         first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
         raise ValueError(
             f"{os.fspath(path)!r} cannot be loaded into {model.name} "
-            f"({convmixer_config(model)}): {type(error).__name__}: {first_line}"
+            f"({model_config(model)}): {type(error).__name__}: {first_line}"
         ) from None
     for warning in caught:
         warnings.warn_explicit(warning.message, warning.category, warning.filename,
@@ -337,7 +337,7 @@ def load_run_model(run_dir):
                 f"{path!r} not found: expected a run directory written by "
                 "`run_experiment` or `python -m convmixer_lib train`."
             )
-    model = build_convmixer(**read_json(os.path.join(run_dir, CONFIG)))
+    model = build_model(read_json(os.path.join(run_dir, CONFIG)))
     load_plain_weights(model, weights)
     return model
 

@@ -11,9 +11,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .architectures import model_config
 from .checks import SEED_LIMIT, check_int, check_number, check_positive_int
 from .explain import predict_with_flips
-from .model import convmixer_config
 from .rundir import (
     BACKUP,
     BEST_WEIGHTS,
@@ -364,21 +364,27 @@ def _test_record(model, val_dataset, test_data, history, run_dir, settings, deta
     Test accuracy is measured on the images alone (`test_accuracy`) and with
     horizontal-flip test-time augmentation (`test_accuracy_flips`); validation
     accuracy with flips is measured too, so the choice can be made on it.
+    Without `test_data` the test keys are left out.
     """
     val_images, val_labels = (np.concatenate(arrays) for arrays in
                               zip(*val_dataset.as_numpy_iterator()))
-    test_images, test_labels = test_data
-    plain = model.predict(test_images, batch_size=128, verbose=0)
-    results = score(plain, test_labels)
-    with_flips = score(predict_with_flips(model, test_images, plain=plain), test_labels)
+    tested = {}
+    if test_data is not None:
+        test_images, test_labels = test_data
+        plain = model.predict(test_images, batch_size=128, verbose=0)
+        results = score(plain, test_labels)
+        with_flips = score(predict_with_flips(model, test_images, plain=plain), test_labels)
+        tested = {
+            "test_loss": results["loss"],
+            "test_accuracy": results["accuracy"],
+            "test_accuracy_flips": with_flips["accuracy"],
+            "per_class_accuracy": results["per_class_accuracy"],
+            "confusion_matrix": results["confusion_matrix"],
+        }
     best = max(history, key=lambda h: h["val_accuracy"])
     run_segments = segments(run_dir, history)
     return {
-        "test_loss": results["loss"],
-        "test_accuracy": results["accuracy"],
-        "test_accuracy_flips": with_flips["accuracy"],
-        "per_class_accuracy": results["per_class_accuracy"],
-        "confusion_matrix": results["confusion_matrix"],
+        **tested,
         "epochs": len(history),
         "best_epoch": best["epoch"],
         "best_val_accuracy": best["val_accuracy"],
@@ -426,7 +432,8 @@ def run_experiment(
     Args:
         model: an uncompiled model, e.g. from `build_convmixer`.
         train_dataset, val_dataset: batched datasets of (images, class indices).
-        test_data: `(images, labels)` arrays, used once, at the end.
+        test_data: `(images, labels)` arrays, used once, at the end; None
+            for a run that is only validated (e.g. to choose a setting).
         run_dir: directory for everything the run writes; created if missing.
         epochs: total epochs, counting those of an interrupted run.
         learning_rate, weight_decay: AdamW's settings (the example: 1e-3, 1e-4);
@@ -485,7 +492,7 @@ def run_experiment(
     steps = epochs * int(train_dataset.cardinality()) if schedule == "cosine" else 0
     rate = learning_rate_schedule(learning_rate, schedule, steps, round(warmup * steps))
     settings = {
-        "model": convmixer_config(model),
+        "model": model_config(model),
         "epochs": epochs,
         "learning_rate": learning_rate,
         "schedule": schedule,

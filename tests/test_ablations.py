@@ -2,12 +2,29 @@
 finished runs (tiny models on a tiny archive)."""
 
 import json
+import pathlib
 
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
 import pytest
+from matplotlib.transforms import Bbox
 
 from convmixer_lib import ablations
 from convmixer_lib.data import load_splits
+from convmixer_lib.flops import forward_flops
 from convmixer_lib.model import build_convmixer, convmixer_config
+
+RESULTS = pathlib.Path(__file__).resolve().parent.parent / "results"
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
 
 
 def test_every_factor_of_the_design_is_varied_alone_around_the_baseline():
@@ -137,17 +154,18 @@ def test_sweep_results_name_each_finished_change_and_leave_out_unfinished_ones(
         assert r["test_accuracy_flips"] == metrics["test_accuracy_flips"]
         assert r["minutes"] == pytest.approx(sum(metrics["seconds_per_epoch"]) / 60)
         assert r["parameters"] == build_convmixer(**r["model"]).count_params()
+        assert r["flops"] == forward_flops(build_convmixer(**r["model"]))
 
 
-def _result(label, factor, val_accuracy, minutes, parameters):
+def _result(label, factor, val_accuracy, minutes, parameters, flops=100):
     return {"label": label, "factor": factor, "val_accuracy": val_accuracy,
-            "minutes": minutes, "parameters": parameters}
+            "minutes": minutes, "parameters": parameters, "flops": flops}
 
 
 def test_each_change_is_measured_against_the_baseline_seeds_mean_and_range():
     results = [_result("baseline", None, 0.74, 10.0, 600),
                _result("baseline", None, 0.76, 14.0, 600),
-               _result("kernel size 9", "kernel_size", 0.755, 24.0, 900),
+               _result("kernel size 9", "kernel_size", 0.755, 24.0, 900, flops=130),
                _result("patch size 4", "patch_size", 0.70, 3.0, 300)]
     rows = ablations.against_baseline(results)
     assert [r["label"] for r in rows] == ["kernel size 9", "patch size 4"]
@@ -156,5 +174,111 @@ def test_each_change_is_measured_against_the_baseline_seeds_mean_and_range():
     assert patch["difference"] == pytest.approx(-0.05) and patch["beyond_noise"]
     assert (kernel["time"], kernel["size"]) == (pytest.approx(2.0), pytest.approx(1.5))
     assert (patch["time"], patch["size"]) == (pytest.approx(0.25), pytest.approx(0.5))
+    assert (kernel["work"], patch["work"]) == (pytest.approx(1.3), pytest.approx(1.0))
     with pytest.raises(ValueError, match="baseline"):
         ablations.against_baseline(results[2:])
+
+
+def _ablation_results():
+    def run(factor, value, accuracy, label, minutes=10.0, parameters=600_000, flops=3e8):
+        model = {"filters": 256, "depth": 8, "kernel_size": 5, "patch_size": 2}
+        if factor:
+            model[factor] = value
+        factor_name = {"kernel_size": "kernel size"}.get(factor, factor)
+        return {"factor": factor, "value": value, "factor_name": factor_name,
+                "label": label, "model": model,
+                "val_accuracy": accuracy, "minutes": minutes, "parameters": parameters,
+                "flops": flops}
+    return [run(None, None, 0.80, "baseline"), run(None, None, 0.82, "baseline"),
+            run("kernel_size", 9, 0.83, "kernel size 9"),
+            run("kernel_size", 3, 0.79, "kernel size 3"),
+            run("depth", 4, 0.75, "depth 4", minutes=5.0, parameters=300_000, flops=1.5e8),
+            run("residual", False, 0.70, "no residual connection")]
+
+
+def test_ablations_draw_a_panel_per_numeric_factor_and_one_for_the_rest():
+    figure = ablations.plot_ablations(_ablation_results())
+    assert [ax.get_title() for ax in figure.axes] == [
+        "Kernel size", "Depth", "Other design choices"]
+    kernel, depth, others = figure.axes
+    line = next(line for line in kernel.get_lines() if line.get_marker() == "o")
+    assert list(line.get_xdata()) == [3, 5, 9]
+    assert list(line.get_ydata()) == pytest.approx([0.79, 0.81, 0.83])
+    assert kernel.get_xlabel() == "kernel size (baseline 5)"
+    assert [t.get_text() for t in others.get_xticklabels()] == [
+        "baseline", "no residual\nconnection"]
+    assert kernel.get_ylabel() == "validation accuracy"
+    assert "baseline, 2 seeds (range)" in [t.get_text() for t in kernel.get_legend().texts]
+    with pytest.raises(ValueError, match="baseline"):
+        ablations.plot_ablations(_ablation_results()[2:])
+
+
+def test_ablation_costs_put_every_change_against_its_operations_and_parameters():
+    figure = ablations.plot_ablation_costs(_ablation_results())
+    work, parameters = figure.axes
+    assert work.get_xlabel().startswith("forward pass, billions of floating-point operations")
+    assert work.get_xscale() == parameters.get_xscale() == "log"
+    depth4 = next(line for line in work.get_lines() if line.get_marker() == "o")
+    assert (1.5e8, 0.75) in [tuple(point) for point in depth4.get_xydata()]
+    assert sorted(t.get_text() for t in work.texts) == [
+        "depth 4", "kernel size 3", "kernel size 9", "no residual connection"]
+    with pytest.raises(ValueError, match="baseline"):
+        ablations.plot_ablation_costs(_ablation_results()[2:])
+
+
+def test_ablation_costs_labels_cover_no_marker_legend_or_other_label():
+    # The committed sweep, as chapter 7 draws it: five changes keep the
+    # baseline's 602,890 parameters, so their points share one column.
+    results = ablations.sweep_results(RESULTS / "ablations")
+    figure = ablations.plot_ablation_costs(results)
+    renderer = figure.canvas.get_renderer()
+    radius = plt.rcParams["lines.markersize"] / 2 * figure.dpi / 72
+    for ax in figure.axes:
+        labels = [t.get_window_extent(renderer) for t in ax.texts]
+        assert len(labels) == len(results) - 3
+        frame = ax.get_window_extent(renderer)
+        assert all(frame.contains(b.x0, b.y0) and frame.contains(b.x1, b.y1) for b in labels)
+        points = np.concatenate([ax.transData.transform(line.get_xydata())
+                                 for line in ax.get_lines() if line.get_marker() != "None"])
+        assert len(points) == len(results)
+        taken = [Bbox([[x - radius, y - radius], [x + radius, y + radius]]) for x, y in points]
+        if ax.get_legend():
+            taken.append(ax.get_legend().get_window_extent(renderer))
+        for text, box in zip(ax.texts, labels):
+            assert not any(box.overlaps(other) for other in taken), text.get_text()
+            taken.append(box)
+
+
+def test_the_budgets_steps():
+    assert ablations.budget_steps("short") == 4 * 157 == 628
+    assert ablations.budget_steps("full") == 4 * 352 == 1408
+
+
+def test_each_verdict_is_read_against_its_own_budgets_seeds():
+    short = [_result("baseline", None, 0.74, 10, 600), _result("baseline", None, 0.76, 10, 600),
+             _result("kernel size 9", "kernel_size", 0.70, 10, 600),
+             _result("depth 12", "depth", 0.70, 10, 600),
+             _result("depth 4", "depth", 0.745, 10, 600),
+             _result("no residual connection", "residual", 0.68, 10, 600),
+             _result("width 128", "filters", 0.60, 10, 600)]
+    full = [_result("baseline", None, 0.85, 20, 600), _result("baseline", None, 0.86, 20, 600),
+            _result("kernel size 9", "kernel_size", 0.87, 20, 600),  # below, then above
+            _result("depth 12", "depth", 0.855, 20, 600),  # below, then inside
+            _result("depth 4", "depth", 0.80, 20, 600),  # inside, then below
+            _result("no residual connection", "residual", 0.80, 20, 600)]  # below twice
+    rows = ablations.compare_budgets(short, full)
+    assert [(r["label"], r["verdict"]) for r in rows] == [
+        ("kernel size 9", "flips"), ("depth 12", "within noise"), ("depth 4", "emerges"),
+        ("no residual connection", "holds")]
+    kernel = rows[0]
+    assert kernel["short"]["difference"] == pytest.approx(-0.05)
+    assert kernel["full"]["difference"] == pytest.approx(0.015)
+    figure = ablations.plot_budgets(short, full)
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()][1:] == [
+        "kernel size 9", "depth 12", "depth 4", "no residual\nconnection"]
+    changes = [line for line in ax.get_lines() if line.get_marker() == "o"]
+    assert [line.get_label() for line in changes] == [
+        "20,000 images, 628 steps (baseline: 2 seeds)",
+        "45,000 images, 1,408 steps (baseline: 2 seeds)"]
+    assert list(changes[1].get_ydata()) == pytest.approx([1.5, 0.0, -5.5, -5.5])

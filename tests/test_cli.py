@@ -72,6 +72,16 @@ def test_train_refuses_an_option_out_of_range_before_any_work(tmp_path, capsys, 
     assert not run_dir.exists()  # refused before the data, the model or the directory
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["ablate", "--budget", "long"], "argument --budget: invalid choice: 'long'"),
+    (["compare", "--only", "vgg"], "argument --only: invalid choice: 'vgg'"),
+])
+def test_ablate_and_compare_refuse_what_they_do_not_have(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    assert exit.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_predict_refuses_top_beyond_the_classes(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:
         main(["predict", "--run-dir", str(tmp_path), "--top", "11", "x.png"])

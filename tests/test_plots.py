@@ -1,5 +1,3 @@
-import pathlib
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -7,13 +5,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-from matplotlib.transforms import Bbox
 
-from convmixer_lib import ablations, plots
+from convmixer_lib import plots
 from convmixer_lib.data import CLASS_NAMES
 from convmixer_lib.model import build_convmixer
-
-RESULTS = pathlib.Path(__file__).resolve().parent.parent / "results"
 
 
 @pytest.fixture(scope="module")
@@ -202,70 +197,3 @@ def test_learning_rates_draw_one_line_per_schedule():
     ax = plots.plot_learning_rates({"a": ([0, 1], [0.1, 0.1]), "b": ([0, 2], [0, 1])}).axes[0]
     assert [line.get_label() for line in ax.lines] == ["a", "b"]
     assert ax.get_ylabel() == "learning rate"
-
-
-def _ablation_results():
-    def run(factor, value, accuracy, label, minutes=10.0, parameters=600_000):
-        model = {"filters": 256, "depth": 8, "kernel_size": 5, "patch_size": 2}
-        if factor:
-            model[factor] = value
-        factor_name = {"kernel_size": "kernel size"}.get(factor, factor)
-        return {"factor": factor, "value": value, "factor_name": factor_name,
-                "label": label, "model": model,
-                "val_accuracy": accuracy, "minutes": minutes, "parameters": parameters}
-    return [run(None, None, 0.80, "baseline"), run(None, None, 0.82, "baseline"),
-            run("kernel_size", 9, 0.83, "kernel size 9"),
-            run("kernel_size", 3, 0.79, "kernel size 3"),
-            run("depth", 4, 0.75, "depth 4", minutes=5.0, parameters=300_000),
-            run("residual", False, 0.70, "no residual connection")]
-
-
-def test_ablations_draw_a_panel_per_numeric_factor_and_one_for_the_rest():
-    figure = plots.plot_ablations(_ablation_results())
-    assert [ax.get_title() for ax in figure.axes] == [
-        "Kernel size", "Depth", "Other design choices"]
-    kernel, depth, others = figure.axes
-    line = next(line for line in kernel.get_lines() if line.get_marker() == "o")
-    assert list(line.get_xdata()) == [3, 5, 9]
-    assert list(line.get_ydata()) == pytest.approx([0.79, 0.81, 0.83])
-    assert kernel.get_xlabel() == "kernel size (baseline 5)"
-    assert [t.get_text() for t in others.get_xticklabels()] == [
-        "baseline", "no residual\nconnection"]
-    assert kernel.get_ylabel() == "validation accuracy"
-    assert "baseline, 2 seeds (range)" in [t.get_text() for t in kernel.get_legend().texts]
-    with pytest.raises(ValueError, match="baseline"):
-        plots.plot_ablations(_ablation_results()[2:])
-
-
-def test_ablation_costs_put_every_change_against_minutes_and_parameters():
-    figure = plots.plot_ablation_costs(_ablation_results())
-    minutes, parameters = figure.axes
-    assert minutes.get_xlabel() == "minutes of training (2 CPU cores)"
-    assert parameters.get_xscale() == "log"
-    assert sorted(t.get_text() for t in minutes.texts) == [
-        "depth 4", "kernel size 3", "kernel size 9", "no residual connection"]
-    with pytest.raises(ValueError, match="baseline"):
-        plots.plot_ablation_costs(_ablation_results()[2:])
-
-
-def test_ablation_costs_labels_cover_no_marker_legend_or_other_label():
-    # The committed sweep, as chapter 7 draws it: five changes keep the
-    # baseline's 602,890 parameters, so their points share one column.
-    results = ablations.sweep_results(RESULTS / "ablations")
-    figure = plots.plot_ablation_costs(results)
-    renderer = figure.canvas.get_renderer()
-    radius = plt.rcParams["lines.markersize"] / 2 * figure.dpi / 72
-    for ax in figure.axes:
-        labels = [t.get_window_extent(renderer) for t in ax.texts]
-        assert len(labels) == len(results) - 3
-        frame = ax.get_window_extent(renderer)
-        assert all(frame.contains(b.x0, b.y0) and frame.contains(b.x1, b.y1) for b in labels)
-        points = np.concatenate([ax.transData.transform(line.get_xydata())
-                                 for line in ax.get_lines() if line.get_marker() != "None"])
-        assert len(points) == len(results)
-        taken = [Bbox([[x - radius, y - radius], [x + radius, y + radius]]) for x, y in points]
-        if ax.get_legend():
-            taken.append(ax.get_legend().get_window_extent(renderer))
-        for text, box in zip(ax.texts, labels):
-            assert not any(box.overlaps(other) for other in taken), text.get_text()
-            taken.append(box)

@@ -75,8 +75,8 @@ def accelerate(model):
 
     accelerated = keras.models.clone_model(model, clone_function=clone)
     accelerated.set_weights(model.get_weights())
-    if hasattr(model, "convmixer_arguments"):  # what `convmixer_config` reads
-        accelerated.convmixer_arguments = dict(model.convmixer_arguments)
+    if hasattr(model, "build_config"):  # what `architectures.model_config` reads
+        accelerated.build_config = dict(model.build_config)
     return accelerated
 
 

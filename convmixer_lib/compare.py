@@ -1,0 +1,162 @@
+"""Are patches all you need? ConvMixer beside a ResNet, a ViT and an MLP-Mixer
+of about its size, trained alike.
+
+The protocol, one model at a time (`run_comparison`):
+1. Choose the peak learning rate on validation: train the model at each rate
+   of `FIRST_RATES` with the ablation sweep's short budget, and while the
+   best rate is at an end of those tried, the next rate of `RATES` beyond it.
+   These runs never see the test images.
+2. Train the model at its chosen rate with the full budget and test it once.
+Every run uses the fast recipe (its schedule, smoothed targets, averaged
+weights and augmentation), the same seed and Keras' own layers (not
+`fast.accelerate`), so the minutes compare like with like.
+"""
+
+import os
+
+from .ablations import BUDGETS
+from .architectures import build_model
+from .flops import forward_flops
+from .recipes import train_recipe
+from .rundir import read_json, run_state
+
+# Each model's configuration for `architectures.build_model`, each within 15%
+# of ConvMixer-256/8's parameters. The three patch models embed the same 2x2
+# patches into 256 tokens and differ in how they mix them.
+MODELS = {
+    "convmixer": {"filters": 256, "depth": 8, "kernel_size": 5, "patch_size": 2},
+    "resnet": {"architecture": "resnet", "blocks_per_stage": 7, "widths": [16, 32, 64]},
+    "vit": {"architecture": "vit", "dim": 128, "depth": 4, "heads": 4, "mlp_dim": 256,
+            "patch_size": 2},
+    "mlp_mixer": {"architecture": "mlp_mixer", "dim": 128, "depth": 4, "token_mlp_dim": 64,
+                  "channel_mlp_dim": 512, "patch_size": 2},
+}
+MODEL_NAMES = {"convmixer": "ConvMixer-256/8", "resnet": "ResNet-44", "vit": "ViT-128/4",
+               "mlp_mixer": "MLP-Mixer-128/4"}
+# Peak learning rates, half a decade apart; the search starts from the middle three.
+RATES = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
+FIRST_RATES = (0.001, 0.003, 0.01)
+SEED = 42
+
+
+def grid_run_name(model, rate):
+    """Run directory name of `model` at peak learning rate `rate`: e.g. `vit-lr0.003`."""
+    return f"{model}-lr{rate:g}"
+
+
+def grid_results(folder, model):
+    """{rate: best validation accuracy} of `model`'s finished grid runs in `folder`."""
+    tried = {}
+    for rate in RATES:
+        run_dir = os.path.join(folder, "grid", grid_run_name(model, rate))
+        if run_state(run_dir) == "finished":
+            tried[rate] = read_json(os.path.join(run_dir, "metrics.json"))["best_val_accuracy"]
+    return tried
+
+
+def rates_to_try(tried):
+    """The rates the protocol trains next, given `tried` ({rate: validation accuracy}).
+
+    Returns:
+        `FIRST_RATES` not yet tried; once all are, the neighbour in `RATES`
+        beyond the best rate if it is the lowest or highest tried (and
+        `RATES` goes on); else nothing: the choice is made.
+    """
+    missing = [rate for rate in FIRST_RATES if rate not in tried]
+    if missing:
+        return missing
+    best = max(tried, key=tried.get)
+    index = RATES.index(best)
+    if best == min(tried) and index > 0 and RATES[index - 1] not in tried:
+        return [RATES[index - 1]]
+    if best == max(tried) and index < len(RATES) - 1 and RATES[index + 1] not in tried:
+        return [RATES[index + 1]]
+    return []
+
+
+def chosen_rate(tried):
+    """The rate with the best validation accuracy in `tried` ({rate: accuracy})."""
+    return max(tried, key=tried.get)
+
+
+def _train(run_dir, splits, model, budget, rate, test, verbose):
+    recipe = BUDGETS[budget]
+    print(f"{os.path.basename(run_dir)}: training into {run_dir}")
+    train_recipe(run_dir, splits, recipe["recipe"], model=MODELS[model], seed=SEED,
+                 train_size=recipe["train_size"], epochs=recipe["epochs"],
+                 learning_rate=rate, accelerated=False, test=test,
+                 details={"comparison": model, "budget": budget}, verbose=verbose)
+
+
+def run_comparison(folder, splits, only=None, verbose="auto"):
+    """Run the protocol for every model (or those in `only`) into `folder`.
+
+    Grid runs go to `folder/grid/<model>-lr<rate>`, the full-budget run to
+    `folder/<model>`. Finished runs are skipped and an interrupted one
+    resumes, so the same call continues wherever it stopped.
+
+    Returns:
+        {model: chosen rate} for the models it ran.
+
+    Raises:
+        ValueError: if `only` names a model not in `MODELS`.
+    """
+    unknown = set(only or ()) - set(MODELS)
+    if unknown:
+        raise ValueError(f"no models named {sorted(unknown)}; the comparison has "
+                         f"{list(MODELS)}.")
+    chosen = {}
+    for model in MODELS:
+        if only and model not in only:
+            continue
+        while next_rates := rates_to_try(grid_results(folder, model)):
+            _train(os.path.join(folder, "grid", grid_run_name(model, next_rates[0])), splits,
+                   model, "short", next_rates[0], test=False, verbose=verbose)
+        chosen[model] = chosen_rate(grid_results(folder, model))
+        run_dir = os.path.join(folder, model)
+        if run_state(run_dir) != "finished":
+            _train(run_dir, splits, model, "full", chosen[model], test=True, verbose=verbose)
+    return chosen
+
+
+def describe_models():
+    """Each model's size and cost, computed from the model itself.
+
+    Returns:
+        A list of dicts, one per model of `MODELS`: `model` (its key), `name`,
+        `config`, `parameters` and `flops` (forward floating-point operations
+        per image, `flops.forward_flops`).
+    """
+    rows = []
+    for model, config in MODELS.items():
+        built = build_model(config)
+        rows.append({"model": model, "name": MODEL_NAMES[model], "config": config,
+                     "parameters": built.count_params(), "flops": forward_flops(built)})
+    return rows
+
+
+def comparison_results(folder):
+    """What `run_comparison` recorded in `folder`, one dict per model of `MODELS`.
+
+    Returns:
+        A list of dicts: `describe_models()`'s keys, `grid` ({rate: best
+        validation accuracy} of the finished grid runs), `rate` (the chosen
+        rate, None until the grid is complete) and, once the full-budget run
+        is finished, `metrics` and `history` (its metrics.json and
+        history.json) and `minutes` (its epochs' seconds summed / 60); else
+        those are None.
+    """
+    results = []
+    for row in describe_models():
+        model = row["model"]
+        grid = grid_results(folder, model)
+        rate = chosen_rate(grid) if grid and not rates_to_try(grid) else None
+        run_dir = os.path.join(folder, model)
+        finished = run_state(run_dir) == "finished"
+        metrics = read_json(os.path.join(run_dir, "metrics.json")) if finished else None
+        results.append({
+            **row, "grid": grid, "rate": rate, "metrics": metrics,
+            "history": read_json(os.path.join(run_dir, "history.json")) if finished else None,
+            "minutes": sum(metrics["seconds_per_epoch"]) / 60 if finished else None,
+        })
+    return results

@@ -1,0 +1,90 @@
+"""The comparison's protocol: the rate chosen on validation alone, grid runs
+that never see the test images, full-budget runs tested once, records that
+agree (tiny models on a tiny archive)."""
+
+import json
+
+import pytest
+
+from test_architectures import TINY_MODELS
+from convmixer_lib import ablations, compare
+from convmixer_lib.data import load_splits
+
+
+@pytest.mark.parametrize("tried, expected", [
+    ({}, [0.001, 0.003, 0.01]),
+    ({0.001: 0.5}, [0.003, 0.01]),
+    ({0.001: 0.5, 0.003: 0.7, 0.01: 0.6}, []),  # best inside: chosen
+    ({0.001: 0.5, 0.003: 0.6, 0.01: 0.7}, [0.03]),  # best at the top: one beyond
+    ({0.001: 0.7, 0.003: 0.6, 0.01: 0.5}, [0.0003]),  # best at the bottom
+    ({0.0003: 0.8, 0.001: 0.7, 0.003: 0.6, 0.01: 0.5}, []),  # the lowest rate of RATES
+    ({0.001: 0.5, 0.003: 0.6, 0.01: 0.7, 0.03: 0.8, 0.1: 0.9}, []),  # the highest
+    ({0.001: 0.5, 0.003: 0.6, 0.01: 0.7, 0.03: 0.65}, []),
+])
+def test_the_grid_grows_past_its_best_rate_only_while_that_is_at_an_end(tried, expected):
+    assert compare.rates_to_try(tried) == expected
+
+
+def test_every_model_starts_from_the_same_rates_and_seed():
+    assert set(compare.FIRST_RATES) < set(compare.RATES)
+    assert set(compare.MODELS) == set(compare.MODEL_NAMES) == {
+        "convmixer", "resnet", "vit", "mlp_mixer"}
+    assert compare.MODELS["convmixer"] == ablations.BASELINE
+
+
+def test_describe_models_counts_each_models_own_parameters_and_flops():
+    rows = {row["model"]: row for row in compare.describe_models()}
+    assert rows["convmixer"]["parameters"] == 602_890
+    assert rows["convmixer"]["flops"] == 296_227_840
+    assert len({row["parameters"] for row in rows.values()}) == 4
+    assert len({row["flops"] for row in rows.values()}) == 4
+
+
+@pytest.fixture
+def tiny_comparison(monkeypatch, small_archive, tmp_path):
+    monkeypatch.setattr(compare, "MODELS", {k: TINY_MODELS[k] for k in ("vit", "resnet")})
+    monkeypatch.setattr(compare, "RATES", (0.001, 0.01, 0.1))
+    monkeypatch.setattr(compare, "FIRST_RATES", (0.001, 0.01))
+    monkeypatch.setattr(compare, "BUDGETS", {
+        "short": {"recipe": "fast", "epochs": 1, "train_size": 64},
+        "full": {"recipe": "fast", "epochs": 1, "train_size": None}})
+    path, _ = small_archive
+    splits = load_splits(path)
+    return splits, compare.run_comparison(tmp_path, splits, verbose=0)
+
+
+def test_a_comparison_chooses_on_validation_and_tests_only_the_chosen_run(
+        tiny_comparison, tmp_path):
+    splits, chosen = tiny_comparison
+    assert set(chosen) == {"vit", "resnet"}
+    for model, rate in chosen.items():
+        grid = compare.grid_results(tmp_path, model)
+        assert compare.rates_to_try(grid) == [] and rate == max(grid, key=grid.get)
+        for tried in grid:
+            run_dir = tmp_path / "grid" / compare.grid_run_name(model, tried)
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            assert not [key for key in metrics if key.startswith("test_")
+                        and key != "test_images"], "a grid run saw the test images"
+            assert metrics["test_images"] == 0 and metrics["train_images"] == 64
+            assert metrics["learning_rate"] == tried and metrics["comparison"] == model
+        metrics = json.loads((tmp_path / model / "metrics.json").read_text())
+        assert metrics["learning_rate"] == rate and metrics["budget"] == "full"
+        assert metrics["train_images"] == len(splits[0][0]) and metrics["test_images"] == len(
+            splits[2][0])
+        assert 0 <= metrics["test_accuracy"] <= 1
+        assert metrics["model"]["architecture"] == model
+
+
+def test_a_finished_comparison_trains_nothing_more_and_reads_back(tiny_comparison, tmp_path):
+    splits, chosen = tiny_comparison
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    assert compare.run_comparison(tmp_path, splits, verbose=0) == chosen
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
+    results = {r["model"]: r for r in compare.comparison_results(tmp_path)}
+    for model, rate in chosen.items():
+        r = results[model]
+        assert r["rate"] == rate and r["metrics"]["learning_rate"] == rate
+        assert r["minutes"] == pytest.approx(sum(r["metrics"]["seconds_per_epoch"]) / 60)
+        assert len(r["history"]) == 1
+    with pytest.raises(ValueError, match="no models named \\['vgg'\\]"):
+        compare.run_comparison(tmp_path, splits, only=["vgg"])
