@@ -218,27 +218,6 @@ def plot_learning_rates(schedules, title="Learning rate during training"):
     return figure
 
 
-def plot_smoothed_target(label, smoothing, class_names=CLASS_NAMES):
-    """The cross-entropy's target for an image of class index `label`: one-hot,
-    and with label smoothing `smoothing` (`1 - smoothing + smoothing / classes`
-    on the true class, `smoothing / classes` elsewhere). One panel."""
-    classes = len(class_names)
-    one_hot = np.eye(classes)[label]
-    smoothed = one_hot * (1 - smoothing) + smoothing / classes
-    figure, ax = plt.subplots(figsize=(8, 3.2))
-    positions = np.arange(classes)
-    ax.bar(positions - 0.2, one_hot, 0.4, label="one-hot target")
-    bars = ax.bar(positions + 0.2, smoothed, 0.4, label=f"label smoothing {smoothing:g}")
-    ax.bar_label(bars, fmt="%.2f", fontsize=8)
-    ax.set_xticks(positions, class_names, rotation=30, ha="right")
-    ax.set_ylabel("target probability")
-    ax.set_ylim(0, 1.1)
-    ax.set_title(f"The target for an image of a {class_names[label]}")
-    ax.legend()
-    figure.tight_layout()
-    return figure
-
-
 def plot_confusion_matrix(confusion, class_names=CLASS_NAMES, title="Confusion matrix"):
     """A confusion matrix (rows true class, columns predicted class, counts)
     with every count written in its cell: one panel."""
@@ -336,33 +315,5 @@ def plot_saliency(images, maps, row_titles, title="Where the model looks"):
         ax.set_xticks([])
         ax.set_yticks([])
     figure.suptitle(title)
-    figure.tight_layout()
-    return figure
-
-
-def plot_step_profile(seconds_per_step, title="Where a training step's time goes"):
-    """Seconds per training step split into parts, one stacked horizontal bar per
-    layer set: `seconds_per_step` maps a label (e.g. "Keras layers") to a dict
-    with the whole `step` and its parts in seconds (as written by
-    benchmarks/profile_step.py), parts in the order given. One panel."""
-    labels = list(seconds_per_step)
-    parts = [key for key in seconds_per_step[labels[0]] if key != "step"]
-    figure, ax = plt.subplots(figsize=(8, 1.2 + 0.8 * len(labels)))
-    left = np.zeros(len(labels))
-    for part, color in zip(parts, plt.cm.tab10.colors):
-        widths = np.array([max(seconds_per_step[label][part], 0.0) for label in labels])
-        bars = ax.barh(labels, widths, left=left, color=color, label=part)
-        ax.bar_label(bars, labels=[f"{w:.2f}" if w >= 0.08 else "" for w in widths],
-                     label_type="center", fontsize=8, color="white")
-        left += widths
-    for y, label in enumerate(labels):
-        ax.text(left[y] + 0.02, y, f"{seconds_per_step[label]['step']:.2f} s per step",
-                va="center", fontsize=9)
-    ax.invert_yaxis()
-    ax.set_xlim(0, left.max() * 1.3)
-    ax.set_xlabel("seconds per training step")
-    ax.set_title(title)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35 - 0.05 * len(labels)),
-              ncol=len(parts), fontsize=8, frameon=False)
     figure.tight_layout()
     return figure

@@ -6,10 +6,12 @@ train --recipe NAME`) trains one; any setting given beside it replaces that one.
 """
 
 import keras
+import matplotlib.pyplot as plt
+import numpy as np
 
 from .architectures import build_model
 from .checks import SEED_LIMIT, check_int
-from .data import make_dataset
+from .data import CLASS_NAMES, make_dataset
 from .fast import accelerate
 from .training import distribution, run_experiment
 
@@ -156,6 +158,27 @@ def train_recipe(run_dir, splits, recipe="example", model=None, seed=42, train_s
             verbose=verbose,
         )
     return metrics
+
+
+def plot_smoothed_target(label, smoothing, class_names=CLASS_NAMES):
+    """The cross-entropy's target for an image of class index `label`: one-hot,
+    and with label smoothing `smoothing` (`1 - smoothing + smoothing / classes`
+    on the true class, `smoothing / classes` elsewhere). One panel."""
+    classes = len(class_names)
+    one_hot = np.eye(classes)[label]
+    smoothed = one_hot * (1 - smoothing) + smoothing / classes
+    figure, ax = plt.subplots(figsize=(8, 3.2))
+    positions = np.arange(classes)
+    ax.bar(positions - 0.2, one_hot, 0.4, label="one-hot target")
+    bars = ax.bar(positions + 0.2, smoothed, 0.4, label=f"label smoothing {smoothing:g}")
+    ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set_xticks(positions, class_names, rotation=30, ha="right")
+    ax.set_ylabel("target probability")
+    ax.set_ylim(0, 1.1)
+    ax.set_title(f"The target for an image of a {class_names[label]}")
+    ax.legend()
+    figure.tight_layout()
+    return figure
 
 
 def leave_one_out(full, without):

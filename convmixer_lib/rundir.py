@@ -280,10 +280,17 @@ def load_plain_weights(model, path):
 class RunLog(keras.callbacks.Callback):
     """Record every finished epoch and keep the weights with the best `val_accuracy`.
 
-    Unlike `keras.callbacks.ModelCheckpoint`, it remembers the best score across
-    an interrupted and resumed run (it rereads `history.json`), and it replaces
-    `best.weights.h5` atomically. Each record notes the `segment` (process)
-    that trained it. Place it before `BackupAndRestore`.
+    Keras' `ModelCheckpoint(save_best_only=True, initial_value_threshold=...)`
+    could carry the best score over a resume, but not the rest of what a run
+    directory needs: it saves the weights of the model as trained (after
+    `fast.accelerate`, the fast layers', which the plain model of
+    `load_run_model` cannot read), it writes the file in place (an
+    interruption while writing leaves half a file), and it keeps no record
+    of the epochs. This callback saves plain weights (`save_plain_weights`)
+    by an atomic replace, appends each epoch to history.json with the
+    `segment` (process) that trained it, and forgets the records and the
+    best score of epochs that a resume from an older backup trains again.
+    Place it before `BackupAndRestore`.
     """
 
     def __init__(self, run_dir, segment=1):

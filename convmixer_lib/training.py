@@ -454,8 +454,10 @@ def run_experiment(
             each validation, and keep them with those weights
             (`AveragedWeights`); 0: keep the raw weights' statistics, as
             Keras does.
-        seed: recorded; seed before building the model with
-            `keras.utils.set_random_seed(seed)`.
+        seed: recorded, and seeds Keras' global random generators before
+            training (`keras.utils.set_random_seed`). The model's initial
+            weights and the datasets' order and augmentation were drawn when
+            they were built: seed those too (`train_recipe` does).
         settings: more settings that shape the result (e.g. the number of
             training images, the batch size): recorded in `metrics.json` and,
             with the model and the arguments above, compared when resuming.
@@ -485,6 +487,7 @@ def run_experiment(
     check_int("bn_images", bn_images, 0)
     if seed is not None:
         check_int("seed", seed, 0, SEED_LIMIT)
+        keras.utils.set_random_seed(seed)
     if bn_images and not ema:
         raise ValueError(
             f"`bn_images`={bn_images} re-estimates the averaged weights' BatchNorm "

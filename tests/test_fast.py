@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from convmixer_lib.fast import accelerate, acceleration_unavailable, ops
+from convmixer_lib.fast import accelerate, ops
 from convmixer_lib.fast.layers import DepthwiseConv, GeluBatchNorm
+from convmixer_lib.fast.profile import plot_step_profile
 from convmixer_lib.model import build_convmixer, convmixer_config, depthwise_conv_name
 from convmixer_lib.rundir import load_plain_weights, save_plain_weights
 
@@ -282,3 +283,18 @@ def test_depthwise_layer_outside_the_op_is_keras_layer():
     layer.build(x.shape)
     layer.set_weights(plain.get_weights())
     np.testing.assert_allclose(layer(x), plain(x), rtol=1e-6)
+
+
+def test_step_profile_stacks_the_parts_to_the_whole_step():
+    profile = {"Keras layers": {"step": 2.0, "convolutions": 1.2, "rest": 0.8},
+               "library": {"step": 1.0, "convolutions": 0.7, "rest": 0.3}}
+    figure = plot_step_profile(profile)
+    (ax,) = figure.axes
+    bars = ax.patches
+    assert len(bars) == 4
+    for row, label in enumerate(profile):
+        widths = [b.get_width() for b in bars if round(b.get_y() + b.get_height() / 2) == row]
+        assert sum(widths) == pytest.approx(profile[label]["step"])
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(profile)
+    assert ax.get_xlabel() == "seconds per training step" and ax.get_title()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["convolutions", "rest"]

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -140,21 +143,6 @@ def test_confusion_matrix_puts_true_classes_in_rows():
     assert ax.get_xticklabels()[5].get_text() == "dog"
 
 
-def test_step_profile_stacks_the_parts_to_the_whole_step():
-    profile = {"Keras layers": {"step": 2.0, "convolutions": 1.2, "rest": 0.8},
-               "library": {"step": 1.0, "convolutions": 0.7, "rest": 0.3}}
-    figure = plots.plot_step_profile(profile)
-    (ax,) = figure.axes
-    bars = ax.patches
-    assert len(bars) == 4
-    for row, label in enumerate(profile):
-        widths = [b.get_width() for b in bars if round(b.get_y() + b.get_height() / 2) == row]
-        assert sum(widths) == pytest.approx(profile[label]["step"])
-    assert [t.get_text() for t in ax.get_yticklabels()] == list(profile)
-    assert ax.get_xlabel() == "seconds per training step" and ax.get_title()
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["convolutions", "rest"]
-
-
 def test_saliency_has_the_image_and_each_map_in_every_row():
     images = np.zeros((3, 32, 32, 3), dtype=np.uint8)
     maps = {"block 1": np.random.default_rng(0).random((3, 16, 16)),
@@ -182,18 +170,17 @@ def test_accuracy_by_epoch_and_hour_keeps_each_runs_colour_and_skips_untimed_run
         plots.plot_accuracy_by_epoch_and_hour({})
 
 
-def test_smoothed_target_puts_the_smoothing_on_every_class():
-    figure = plots.plot_smoothed_target(3, 0.1)
-    ax = figure.axes[0]
-    one_hot, smoothed = ax.containers
-    np.testing.assert_allclose([bar.get_height() for bar in one_hot], np.eye(10)[3])
-    np.testing.assert_allclose([bar.get_height() for bar in smoothed],
-                               np.eye(10)[3] * 0.9 + 0.01)
-    assert [t.get_text() for t in ax.get_xticklabels()] == list(CLASS_NAMES)
-    assert "cat" in ax.get_title()
-
-
 def test_learning_rates_draw_one_line_per_schedule():
     ax = plots.plot_learning_rates({"a": ([0, 1], [0.1, 0.1]), "b": ([0, 2], [0, 1])}).axes[0]
     assert [line.get_label() for line in ax.lines] == ["a", "b"]
     assert ax.get_ylabel() == "learning rate"
+
+
+def test_the_shared_figures_import_no_training_code():
+    code = ("import sys, convmixer_lib.plots; print(sorted(m for m in sys.modules "
+            "if m.startswith('convmixer_lib.')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    loaded = set(eval(result.stdout.strip().splitlines()[-1]))
+    assert not loaded & {"convmixer_lib.training", "convmixer_lib.rundir",
+                         "convmixer_lib.ablations", "convmixer_lib.recipes"}, loaded

@@ -11,7 +11,14 @@ import pytest
 from conftest import TINY, StopAtEpoch, easy_data, train_tiny
 from convmixer_lib.cli import _parser, main
 from convmixer_lib.model import build_convmixer
-from convmixer_lib.recipes import LEAVE_ONE_OUT, RECIPES, leave_one_out, recipe_settings
+from convmixer_lib.data import CLASS_NAMES
+from convmixer_lib.recipes import (
+    LEAVE_ONE_OUT,
+    RECIPES,
+    leave_one_out,
+    plot_smoothed_target,
+    recipe_settings,
+)
 from convmixer_lib.rundir import load_run_model
 from convmixer_lib.training import evaluate, learning_rate_schedule, reestimate_batchnorm
 
@@ -315,3 +322,14 @@ def test_the_raw_weights_get_their_own_statistics_back_after_validation(tmp_path
         model.set_weights(weights)
         assert evaluate(model, x_val, y_val)["accuracy"] == pytest.approx(
             epoch["raw_val_accuracy"]), epoch["epoch"]
+
+
+def test_smoothed_target_puts_the_smoothing_on_every_class():
+    figure = plot_smoothed_target(3, 0.1)
+    ax = figure.axes[0]
+    one_hot, smoothed = ax.containers
+    np.testing.assert_allclose([bar.get_height() for bar in one_hot], np.eye(10)[3])
+    np.testing.assert_allclose([bar.get_height() for bar in smoothed],
+                               np.eye(10)[3] * 0.9 + 0.01)
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(CLASS_NAMES)
+    assert "cat" in ax.get_title()
