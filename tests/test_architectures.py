@@ -144,3 +144,24 @@ def test_each_model_learns_easy_images_and_its_run_directory_reloads_it(name, tm
     images = easy_data(16, 3)[0]
     np.testing.assert_allclose(reloaded.predict(images, verbose=0),
                                model.predict(images, verbose=0), atol=1e-6)
+
+
+@pytest.mark.parametrize("name, zeroed", [
+    ("vit", ("attention", "mlp2")),
+    ("mlp_mixer", ("token_mlp2", "channel_mlp2")),
+])
+def test_each_token_block_adds_its_branches_to_its_input(name, zeroed):
+    # With the last layer of each branch zeroed, every block must pass its
+    # input through unchanged: the residual stream is the input plus the branches.
+    model = build_model(TINY_MODELS[name] | {"depth": 2})
+    for block in (1, 2):
+        for layer in zeroed:
+            weights = model.get_layer(f"block{block}_{layer}").weights
+            for weight in weights:
+                weight.assign(np.zeros(weight.shape))
+    first = model.get_layer("block1_norm1").input
+    last = model.get_layer("norm").input
+    images = np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3)).astype("uint8")
+    before, after = keras.Model(model.input, [first, last]).predict(images, verbose=0)
+    np.testing.assert_allclose(after, before, atol=1e-6)
+    assert np.abs(before).max() > 0.01
