@@ -45,12 +45,26 @@ def grid_run_name(model, rate):
 
 
 def grid_results(folder, model):
-    """{rate: best validation accuracy} of `model`'s finished grid runs in `folder`."""
+    """{rate: best validation accuracy} of `model`'s finished grid runs in `folder`.
+
+    Raises:
+        ValueError: if a finished grid run was trained with another rate,
+            budget or seed than the grid's.
+    """
+    short = BUDGETS["short"]
     tried = {}
     for rate in RATES:
         run_dir = os.path.join(folder, "grid", grid_run_name(model, rate))
-        if run_state(run_dir) == "finished":
-            tried[rate] = read_json(os.path.join(run_dir, "metrics.json"))["best_val_accuracy"]
+        if run_state(run_dir) != "finished":
+            continue
+        metrics = read_json(os.path.join(run_dir, "metrics.json"))
+        expected = {"recipe": short["recipe"], "epochs": short["epochs"],
+                    "train_images": short["train_size"], "seed": SEED, "learning_rate": rate}
+        found = {key: metrics.get(key) for key in expected}
+        if found != expected:
+            raise ValueError(f"{run_dir!r} was trained with {found}, not the grid's "
+                             f"{expected}; move it away to train it again.")
+        tried[rate] = metrics["best_val_accuracy"]
     return tried
 
 
@@ -99,7 +113,9 @@ def run_comparison(folder, splits, only=None, verbose="auto"):
         {model: chosen rate} for the models it ran.
 
     Raises:
-        ValueError: if `only` names a model not in `MODELS`.
+        ValueError: if `only` names a model not in `MODELS`, or a finished
+            run was trained otherwise than the protocol now asks (another
+            budget, seed or rate).
     """
     unknown = set(only or ()) - set(MODELS)
     if unknown:
@@ -114,7 +130,13 @@ def run_comparison(folder, splits, only=None, verbose="auto"):
                    model, "short", next_rates[0], test=False, verbose=verbose)
         chosen[model] = chosen_rate(grid_results(folder, model))
         run_dir = os.path.join(folder, model)
-        if run_state(run_dir) != "finished":
+        if run_state(run_dir) == "finished":
+            trained_at = read_json(os.path.join(run_dir, "metrics.json"))["learning_rate"]
+            if trained_at != chosen[model]:
+                raise ValueError(f"{run_dir!r} was trained at peak rate {trained_at:g}, but "
+                                 f"the grid now chooses {chosen[model]:g}; move it away to "
+                                 "train it again.")
+        else:  # an unfinished run resumes only with the same rate (`train_recipe`)
             _train(run_dir, splits, model, "full", chosen[model], test=True, verbose=verbose)
     return chosen
 

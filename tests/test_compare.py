@@ -88,3 +88,18 @@ def test_a_finished_comparison_trains_nothing_more_and_reads_back(tiny_compariso
         assert len(r["history"]) == 1
     with pytest.raises(ValueError, match="no models named \\['vgg'\\]"):
         compare.run_comparison(tmp_path, splits, only=["vgg"])
+
+
+def test_a_record_trained_otherwise_than_the_protocol_asks_is_refused(tiny_comparison, tmp_path):
+    splits, chosen = tiny_comparison
+    rate = chosen["vit"]
+    other = next(r for r in compare.grid_results(tmp_path, "vit") if r != rate)
+    metrics_file = tmp_path / "grid" / compare.grid_run_name("vit", other) / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    metrics_file.write_text(json.dumps({**metrics, "best_val_accuracy": 2.0}))
+    with pytest.raises(ValueError, match=f"trained at peak rate {rate:g}, but the grid now "
+                                         f"chooses {other:g}"):
+        compare.run_comparison(tmp_path, splits, only=["vit"], verbose=0)
+    metrics_file.write_text(json.dumps({**metrics, "seed": 7}))
+    with pytest.raises(ValueError, match="not the grid's"):
+        compare.grid_results(tmp_path, "vit")
