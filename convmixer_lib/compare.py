@@ -4,12 +4,15 @@ of about its size, trained alike.
 The protocol, one model at a time (`run_comparison`):
 1. Choose the peak learning rate on validation: train the model at each rate
    of `FIRST_RATES` with the ablation sweep's short budget, and while the
-   best rate is at an end of those tried, the next rate of `RATES` beyond it.
+   best rate is at an end of those tried, the next rate of `RATES` beyond it
+   (ties go to the lower rate; a rate whose run diverges counts as the worst).
    These runs never see the test images.
 2. Train the model at its chosen rate with the full budget and test it once.
 Every run uses the fast recipe (its schedule, smoothed targets, averaged
 weights and augmentation), the same seed and Keras' own layers (not
-`fast.accelerate`), so the minutes compare like with like.
+`fast.accelerate`), so the minutes of runs on one machine compare like with
+like. Only the peak rate is chosen per model; the rest of the recipe was
+tuned on ConvMixer. The models match in parameters, not in operations.
 """
 
 import os
@@ -18,7 +21,8 @@ from .ablations import BUDGETS
 from .architectures import build_model
 from .flops import forward_flops
 from .recipes import train_recipe
-from .rundir import read_json, run_state
+from .rundir import read_json, run_state, write_json
+from .training import TrainingDiverged
 
 # Each model's configuration for `architectures.build_model`, each within 15%
 # of ConvMixer-256/8's parameters. The three patch models embed the same 2x2
@@ -37,6 +41,8 @@ MODEL_NAMES = {"convmixer": "ConvMixer-256/8", "resnet": "ResNet-44", "vit": "Vi
 RATES = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
 FIRST_RATES = (0.001, 0.003, 0.01)
 SEED = 42
+# Written into a grid run that diverged: the rate counts as tried, and worst.
+DIVERGED = "diverged.json"
 
 
 def grid_run_name(model, rate):
@@ -45,7 +51,8 @@ def grid_run_name(model, rate):
 
 
 def grid_results(folder, model):
-    """{rate: best validation accuracy} of `model`'s finished grid runs in `folder`.
+    """{rate: best validation accuracy} of `model`'s finished grid runs in
+    `folder`; a run that diverged (`DIVERGED`) counts as 0.
 
     Raises:
         ValueError: if a finished grid run was trained with another rate,
@@ -55,6 +62,9 @@ def grid_results(folder, model):
     tried = {}
     for rate in RATES:
         run_dir = os.path.join(folder, "grid", grid_run_name(model, rate))
+        if os.path.exists(os.path.join(run_dir, DIVERGED)):
+            tried[rate] = 0.0
+            continue
         if run_state(run_dir) != "finished":
             continue
         metrics = read_json(os.path.join(run_dir, "metrics.json"))
@@ -89,8 +99,9 @@ def rates_to_try(tried):
 
 
 def chosen_rate(tried):
-    """The rate with the best validation accuracy in `tried` ({rate: accuracy})."""
-    return max(tried, key=tried.get)
+    """The rate with the best validation accuracy in `tried` ({rate: accuracy});
+    of equal ones, the lowest."""
+    return max(sorted(tried), key=tried.get)
 
 
 def _train(run_dir, splits, model, budget, rate, test, verbose):
@@ -126,8 +137,14 @@ def run_comparison(folder, splits, only=None, verbose="auto"):
         if only and model not in only:
             continue
         while next_rates := rates_to_try(grid_results(folder, model)):
-            _train(os.path.join(folder, "grid", grid_run_name(model, next_rates[0])), splits,
-                   model, "short", next_rates[0], test=False, verbose=verbose)
+            run_dir = os.path.join(folder, "grid", grid_run_name(model, next_rates[0]))
+            try:
+                _train(run_dir, splits, model, "short", next_rates[0], test=False,
+                       verbose=verbose)
+            except TrainingDiverged as error:  # a rate too high: tried, and worst
+                print(f"{os.path.basename(run_dir)}: {error}")
+                write_json(os.path.join(run_dir, DIVERGED),
+                           {"learning_rate": next_rates[0], "error": str(error)})
         chosen[model] = chosen_rate(grid_results(folder, model))
         run_dir = os.path.join(folder, model)
         if run_state(run_dir) == "finished":
@@ -163,10 +180,13 @@ def comparison_results(folder):
     Returns:
         A list of dicts: `describe_models()`'s keys, `grid` ({rate: best
         validation accuracy} of the finished grid runs), `rate` (the chosen
-        rate, None until the grid is complete) and, once the full-budget run
+        rate, None until the grid is complete), `at_edge` (True if that rate
+        is the lowest or highest of `RATES`: the search could go no further)
+        and, once the full-budget run
         is finished, `metrics` and `history` (its metrics.json and
-        history.json) and `minutes` (its epochs' seconds summed / 60); else
-        those are None.
+        history.json), `minutes` (its epochs' seconds summed / 60) and
+        `processors` (the machines its segments ran on, in words: minutes
+        compare only on one); else those are None.
     """
     results = []
     for row in describe_models():
@@ -177,8 +197,11 @@ def comparison_results(folder):
         finished = run_state(run_dir) == "finished"
         metrics = read_json(os.path.join(run_dir, "metrics.json")) if finished else None
         results.append({
-            **row, "grid": grid, "rate": rate, "metrics": metrics,
+            **row, "grid": grid, "rate": rate, "at_edge": rate in (RATES[0], RATES[-1]),
+            "metrics": metrics,
             "history": read_json(os.path.join(run_dir, "history.json")) if finished else None,
             "minutes": sum(metrics["seconds_per_epoch"]) / 60 if finished else None,
+            "processors": sorted({segment["environment"]["processor"]
+                                  for segment in metrics["segments"]}) if finished else None,
         })
     return results

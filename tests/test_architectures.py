@@ -11,7 +11,7 @@ from conftest import easy_data
 from convmixer_lib.architectures import build_model, model_config
 from convmixer_lib.compare import MODELS
 from convmixer_lib.data import make_dataset
-from convmixer_lib.fast import accelerate
+from convmixer_lib.fast import accelerate, acceleration_unavailable
 from convmixer_lib.flops import forward_flops
 from convmixer_lib.mlp_mixer import build_mlp_mixer
 from convmixer_lib.model import build_convmixer, convmixer_config
@@ -100,11 +100,18 @@ def test_forward_flops_counted_by_hand():
     assert forward_flops(build_resnet()) == 2 * (convs + 64 * 10)
 
 
-def test_forward_flops_refuses_a_layer_it_cannot_count():
+def test_forward_flops_refuses_what_it_cannot_count():
     inputs = keras.Input((4,), dtype="int32")
     model = keras.Model(inputs, keras.layers.Embedding(10, 3, name="lookup")(inputs))
-    with pytest.raises(ValueError, match="layer 'lookup' \\(Embedding\\) holds weights"):
+    with pytest.raises(ValueError, match="layer 'lookup' \\(Embedding\\) is of a kind"):
         forward_flops(model)
+    tokens, other = keras.Input((8, 4)), keras.Input((6, 4))
+    weightless = keras.layers.Attention(name="dot_attention")([tokens, tokens])
+    with pytest.raises(ValueError, match="layer 'dot_attention' \\(Attention\\) is of a kind"):
+        forward_flops(keras.Model(tokens, weightless))
+    cross = keras.layers.MultiHeadAttention(2, 2, name="cross")(tokens, other)
+    with pytest.raises(ValueError, match="layer 'cross': .* self-attention"):
+        forward_flops(keras.Model([tokens, other], cross))
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)
@@ -114,6 +121,7 @@ def test_each_model_rebuilds_from_its_config_and_accelerates_to_the_same_outputs
     assert json.loads(json.dumps(config)) == config == model_config(build_model(config))
     images = np.random.default_rng(1).integers(0, 256, (4, 32, 32, 3)).astype("uint8")
     fast = accelerate(model)
+    assert (fast is model) == (acceleration_unavailable() is not None)
     assert model_config(fast) == config
     np.testing.assert_allclose(fast.predict(images, verbose=0), model.predict(images, verbose=0),
                                atol=1e-5)
@@ -165,3 +173,37 @@ def test_each_token_block_adds_its_branches_to_its_input(name, zeroed):
     before, after = keras.Model(model.input, [first, last]).predict(images, verbose=0)
     np.testing.assert_allclose(after, before, atol=1e-6)
     assert np.abs(before).max() > 0.01
+
+
+def test_the_mixers_token_mlp_mixes_patches_once_per_channel():
+    model = build_model(TINY_MODELS["mlp_mixer"])
+    images = np.random.default_rng(4).integers(0, 256, (2, 32, 32, 3)).astype("uint8")
+    probe = keras.Model(model.input, [model.get_layer("block1_norm1").input,
+                                      model.get_layer("block1_norm1").output,
+                                      model.get_layer("block1_add1").output])
+    tokens, normed, mixed = probe.predict(images, verbose=0)
+    w1, b1 = (w.numpy() for w in model.get_layer("block1_token_mlp1").weights)
+    w2, b2 = (w.numpy() for w in model.get_layer("block1_token_mlp2").weights)
+    hidden = keras.ops.convert_to_numpy(keras.activations.gelu(
+        np.einsum("btc,th->bch", normed, w1) + b1, approximate=False))
+    expected = tokens + np.einsum("bch,ht->btc", hidden, w2) + b2[None, :, None]
+    np.testing.assert_allclose(mixed, expected, atol=1e-5)
+
+
+def test_vit_attention_reads_the_normalized_tokens():
+    model = build_model(TINY_MODELS["vit"])
+    attention = model.get_layer("block1_attention")
+    normed = model.get_layer("block1_norm1").output
+    assert all(tensor is normed for tensor in keras.tree.flatten(attention.input))
+
+
+def test_a_resnet_block_with_its_last_batchnorm_zeroed_passes_its_input_through():
+    model = build_model(TINY_MODELS["resnet"] | {"blocks_per_stage": 2})
+    for weight in model.get_layer("stage1_block2_2_bn").weights[:2]:  # gamma and beta
+        weight.assign(np.zeros(weight.shape))
+    probe = keras.Model(model.input, [model.get_layer("stage1_block1_relu2").output,
+                                      model.get_layer("stage1_block2_relu2").output])
+    images = np.random.default_rng(5).integers(0, 256, (2, 32, 32, 3)).astype("uint8")
+    before, after = probe.predict(images, verbose=0)
+    np.testing.assert_allclose(after, before, atol=1e-6)
+    assert before.max() > 0.01

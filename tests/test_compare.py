@@ -3,12 +3,16 @@ that never see the test images, full-budget runs tested once, records that
 agree (tiny models on a tiny archive)."""
 
 import json
+import os
+import pathlib
 
 import pytest
 
 from test_architectures import TINY_MODELS
 from convmixer_lib import ablations, compare
 from convmixer_lib.data import load_splits
+from convmixer_lib.recipes import RECIPES
+from convmixer_lib.training import TrainingDiverged
 
 
 @pytest.mark.parametrize("tried, expected", [
@@ -25,7 +29,44 @@ def test_the_grid_grows_past_its_best_rate_only_while_that_is_at_an_end(tried, e
     assert compare.rates_to_try(tried) == expected
 
 
-def test_every_model_starts_from_the_same_rates_and_seed():
+def test_ties_go_to_the_lower_rate():
+    assert compare.chosen_rate({0.01: 0.7, 0.001: 0.7, 0.003: 0.6}) == 0.001
+
+
+def test_a_diverging_grid_run_counts_as_the_worst_rate_and_is_not_trained_again(
+        monkeypatch, tmp_path):
+    # A stand-in for training: writes what a finished grid run records, and
+    # diverges at 0.03, as a rate too high for the model would.
+    accuracy = {0.001: 0.5, 0.003: 0.6, 0.01: 0.7, 0.03: None}
+    trained = []
+
+    def train(run_dir, splits, model, budget, rate, test, verbose):
+        trained.append((budget, rate))
+        os.makedirs(run_dir, exist_ok=True)
+        if budget == "full":
+            metrics = {"learning_rate": rate}
+        elif accuracy[rate] is None:
+            (pathlib.Path(run_dir) / "history.json").write_text("[]")
+            raise TrainingDiverged("training diverged: the loss became nan")
+        else:
+            short = compare.BUDGETS["short"]
+            metrics = {"recipe": short["recipe"], "epochs": short["epochs"],
+                       "train_images": short["train_size"], "seed": compare.SEED,
+                       "learning_rate": rate, "best_val_accuracy": accuracy[rate]}
+        (pathlib.Path(run_dir) / "metrics.json").write_text(json.dumps(metrics))
+
+    monkeypatch.setattr(compare, "_train", train)
+    assert compare.run_comparison(tmp_path, None, only=["vit"]) == {"vit": 0.01}
+    assert trained == [("short", 0.001), ("short", 0.003), ("short", 0.01), ("short", 0.03),
+                       ("full", 0.01)]
+    assert compare.grid_results(tmp_path, "vit") == {0.001: 0.5, 0.003: 0.6, 0.01: 0.7,
+                                                     0.03: 0.0}
+    trained.clear()
+    assert compare.run_comparison(tmp_path, None, only=["vit"]) == {"vit": 0.01}
+    assert trained == []
+
+
+def test_every_model_starts_from_the_same_rates():
     assert set(compare.FIRST_RATES) < set(compare.RATES)
     assert set(compare.MODELS) == set(compare.MODEL_NAMES) == {
         "convmixer", "resnet", "vit", "mlp_mixer"}
@@ -73,6 +114,12 @@ def test_a_comparison_chooses_on_validation_and_tests_only_the_chosen_run(
             splits[2][0])
         assert 0 <= metrics["test_accuracy"] <= 1
         assert metrics["model"]["architecture"] == model
+    # One recipe for all: every setting but the model and the rate is the same.
+    recipes = [{key: value for key, value in json.loads(
+        (tmp_path / model / "metrics.json").read_text()).items()
+        if (key in RECIPES["fast"] or key in ("seed", "train_images", "recipe"))
+        and key != "learning_rate"} for model in chosen]
+    assert recipes[0] == recipes[1] and recipes[0]["seed"] == compare.SEED
 
 
 def test_a_finished_comparison_trains_nothing_more_and_reads_back(tiny_comparison, tmp_path):
@@ -84,6 +131,7 @@ def test_a_finished_comparison_trains_nothing_more_and_reads_back(tiny_compariso
     for model, rate in chosen.items():
         r = results[model]
         assert r["rate"] == rate and r["metrics"]["learning_rate"] == rate
+        assert r["at_edge"] == (rate in (0.001, 0.1))  # the tiny grid's ends
         assert r["minutes"] == pytest.approx(sum(r["metrics"]["seconds_per_epoch"]) / 60)
         assert len(r["history"]) == 1
     with pytest.raises(ValueError, match="no models named \\['vgg'\\]"):
