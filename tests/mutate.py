@@ -239,6 +239,14 @@ MUTATIONS = [
              'layers.Add(name=f"{name}_add")([x, x])',
              "the residual block's shortcut left out",
              ("test_architectures.py", "-k", "zeroed")),
+    # __main__.py
+    Mutation("__main__.py", "            sys.stderr.write(hidden.read().decode(errors=\"replace\"))\n",
+             "",
+             "the hidden start-up lines lost when the start fails",
+             ("test_cli.py", "-k", "start_fails")),
+    Mutation("__main__.py", "        os.dup2(hidden.fileno(), 2)\n", "",
+             "TensorFlow's start-up lines shown",
+             ("test_cli.py", "-k", "start_up_log")),
     # architectures.py
     Mutation("architectures.py", 'architecture = arguments.pop("architecture", "convmixer")',
              'architecture = arguments.pop("architecture", "resnet")',

@@ -1,4 +1,7 @@
 import json
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -101,3 +104,27 @@ def test_ctrl_c_says_how_to_resume(monkeypatch, tmp_path, capsys):
     assert exit.value.code == 130
     assert capsys.readouterr().err.strip() == (
         "interrupted. Run the same command again to resume from the last finished epoch.")
+
+
+def test_the_command_line_prints_its_own_lines_not_tensorflows_start_up_log():
+    result = subprocess.run([sys.executable, "-m", "convmixer_lib", "--help"],
+                            capture_output=True, text=True, check=True)
+    assert "train" in result.stdout and "compare" in result.stdout
+    assert result.stderr == ""  # no oneDNN, CUDA driver or absl lines
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_hidden_start_up_lines_are_written_out_when_the_start_fails(fails):
+    code = textwrap.dedent(f"""
+        import os
+        from convmixer_lib.__main__ import native_stderr_hidden
+        with native_stderr_hidden():
+            os.write(2, b"a line from C++ code\\n")
+            if {fails}:
+                raise RuntimeError("the start failed")
+        os.write(2, b"after the start\\n")
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "after the start" in result.stderr or fails
+    assert ("a line from C++ code" in result.stderr) == fails
+    assert ("RuntimeError: the start failed" in result.stderr) == fails
