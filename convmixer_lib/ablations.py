@@ -213,10 +213,15 @@ def against_baseline(results):
              "work": r["flops"] / mean["flops"]} for r in changes]
 
 
-def budget_steps(budget, batch_size=128, training_images=45_000):
+def budget_images(budget, training_images=45_000):
+    """Training images of one run at `budget` (a key of `BUDGETS`): its
+    `train_size`, or all `training_images` of the split."""
+    return BUDGETS[budget]["train_size"] or training_images
+
+
+def budget_steps(budget, batch_size=128):
     """Optimizer steps of one run at `budget` (a key of `BUDGETS`), batches of `batch_size`."""
-    images = BUDGETS[budget]["train_size"] or training_images
-    return BUDGETS[budget]["epochs"] * math.ceil(images / batch_size)
+    return BUDGETS[budget]["epochs"] * math.ceil(budget_images(budget) / batch_size)
 
 
 def compare_budgets(short, full):
@@ -422,7 +427,7 @@ def plot_budgets(short, full, title="The verdicts at two budgets"):
         accuracies = [r["val_accuracy"] for r in baseline]
         mean = np.mean(accuracies)
         steps = budget_steps(budget)
-        label = (f"{BUDGETS[budget]['train_size'] or 45_000:,} images, {steps:,} steps "
+        label = (f"{budget_images(budget):,} images, {steps:,} steps "
                  f"(baseline: {len(baseline)} seeds)")
         ax.errorbar([offset], [0], yerr=[[100 * (mean - min(accuracies))],
                                          [100 * (max(accuracies) - mean)]],
