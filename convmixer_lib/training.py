@@ -270,17 +270,20 @@ class StopOnDivergence(keras.callbacks.Callback):
 
 
 class AveragedWeights(keras.callbacks.SwapEMAWeights):
-    """Validate, keep and back up the optimizer's averaged weights (`use_ema=True`).
+    """Validate and keep the optimizer's averaged weights (`use_ema=True`).
 
     Keras' `SwapEMAWeights(swap_on_epoch=True)` puts the exponential moving
     average of the weights into the model for validation and for the
     callbacks that follow it at the end of each epoch (`RunLog` keeps them as
-    the best weights), and the raw weights back before the next epoch trains.
-    Keras averages the trainable weights only: the BatchNorm statistics in
-    the model stay those of the raw weights. With `bn_batches`, this callback
-    re-estimates them for the averaged weights (`reestimate_batchnorm`) before
-    they are validated, keeps them with the averaged weights, and gives the
-    raw weights their own back while they train.
+    the best weights). Keras averages the trainable weights only: the
+    BatchNorm statistics in the model stay those of the raw weights. With
+    `bn_batches`, this callback re-estimates them for the averaged weights
+    (`reestimate_batchnorm`) before they are validated, keeps them with the
+    averaged weights, and gives the raw weights their own back while they
+    train. `raw_weights_back()`, the callback placed after the one that keeps
+    the averaged weights and before `BackupAndRestore`, puts the raw weights
+    and their statistics back into the model, so that the backup holds what
+    trains on and a resumed run goes on from it.
 
     Args:
         val_dataset: the validation batches, targets one-hot.
@@ -291,13 +294,7 @@ class AveragedWeights(keras.callbacks.SwapEMAWeights):
     weights), and with `bn_batches` also `stale_bn_val_accuracy` and
     `stale_bn_val_loss` (the averaged weights with the raw weights'
     statistics, as without the re-estimate) and `bn_seconds` (the time the
-    re-estimate took). When a run resumes from a backup taken at the end of
-    an epoch (averaged weights in the model), the raw weights are swapped
-    back before training goes on; their moving statistics then start from
-    the averaged weights' (the backup holds only those), so `raw_val_*` and
-    `stale_bn_val_*` of the first epochs after a resume are measured with
-    statistics partly those of the averaged weights (at momentum 0.99, 0.99
-    to the power of the epoch's steps of them after one epoch).
+    re-estimate took).
 
     The re-estimate's batches come from the training dataset, so each one
     starts a new pass over it and moves its shuffle on: a run with
@@ -308,13 +305,9 @@ class AveragedWeights(keras.callbacks.SwapEMAWeights):
         super().__init__(swap_on_epoch=True)
         self.val_dataset = val_dataset
         self.bn_batches, self.bn_images = bn_batches, bn_images
-        self._first_epoch = True
         self._raw_statistics = self._averaged_statistics = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self._first_epoch and epoch > 0:  # restored from a backup taken after a swap
-            self._ema_weights_in_model = True
-        self._first_epoch = False
         super().on_epoch_begin(epoch, logs)
         self._restore_raw_statistics()
 
@@ -340,6 +333,19 @@ class AveragedWeights(keras.callbacks.SwapEMAWeights):
                 self._log_validation(logs, "stale_bn_val")
                 logs["bn_seconds"] = self._bn_seconds
             set_batchnorm_statistics(self.model, self._averaged_statistics)
+
+    def raw_weights_back(self):
+        """A callback that, at the end of each epoch but the last, puts the raw
+        weights and their BatchNorm statistics back into the model (Keras'
+        `SwapEMAWeights.on_test_end` swaps them back as after a validation)."""
+        averaged = self
+
+        class RawWeightsBack(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch + 1 < self.params["epochs"]:
+                    averaged.on_test_end()
+
+        return RawWeightsBack()
 
     def _log_validation(self, logs, prefix):
         results = self.model.evaluate(self.val_dataset, verbose=0, return_dict=True)
@@ -523,6 +529,7 @@ def run_experiment(
         averaged = [AveragedWeights(val_one_hot, train_one_hot if bn_images else None,
                                     bn_images)] if ema > 0 else []
         log = RunLog(run_dir, segment)
+        raw_back = [averaged[0].raw_weights_back()] if averaged else []
         backup = keras.callbacks.BackupAndRestore(
             os.path.join(run_dir, BACKUP), double_checkpoint=True
         )
@@ -530,7 +537,8 @@ def run_experiment(
             train_one_hot,
             validation_data=val_one_hot,
             epochs=epochs,
-            callbacks=[StopOnDivergence(run_dir), *callbacks, *averaged, log, backup],
+            callbacks=[StopOnDivergence(run_dir), *callbacks, *averaged, log, *raw_back,
+                       backup],
             shuffle=False,  # the training dataset shuffles itself
             verbose=verbose,
         )

@@ -46,6 +46,10 @@ MUTATIONS = [
     Mutation("training.py", "    check_number(\"learning_rate\", learning_rate, 0, low_open=True)",
              "    check_number(\"learning_rate\", learning_rate, -1)",
              "a negative learning rate accepted", ("test_training.py", "-k", "out_of_range")),
+    Mutation("training.py", "                    averaged.on_test_end()",
+             "                    pass",
+             "the backup holds the averaged weights and their statistics: a resumed run "
+             "trains on from them", ("test_recipes.py", "-k", "resumed")),
     Mutation("training.py", "round(warmup * steps)", "round(warmup * epochs)",
              "the warm-up counted in epochs instead of steps", ("test_recipes.py", "-k", "warmup_and_cosine")),
     Mutation("training.py", "values in zip(*per_batch)]", "values in zip(*per_batch[-1:])]",
