@@ -88,6 +88,19 @@ def parameter_count(model):
     return build_convmixer(**model).count_params()
 
 
+def check_names(only, budget="short"):
+    """Refuse names in `only` that are not configurations of `budget`'s sweep.
+
+    Raises:
+        ValueError: naming the unknown names and the sweep's configurations.
+    """
+    names = [run["name"] for run in configurations(budget)]
+    unknown = set(only or ()) - set(names)
+    if unknown:
+        raise ValueError(f"no configurations named {sorted(unknown)}; the {budget} budget's "
+                         f"sweep has {names}.")
+
+
 def run_sweep(folder, splits, only=None, budget="short", verbose="auto"):
     """Train every configuration of `budget` not yet finished into `folder/<name>`.
 
@@ -104,12 +117,8 @@ def run_sweep(folder, splits, only=None, budget="short", verbose="auto"):
     Raises:
         ValueError: if `only` names a configuration the sweep does not have.
     """
+    check_names(only, budget)
     runs = configurations(budget)
-    names = [run["name"] for run in runs]
-    unknown = set(only or ()) - set(names)
-    if unknown:
-        raise ValueError(f"no configurations named {sorted(unknown)}; the {budget} budget's "
-                         f"sweep has {names}.")
     recipe = BUDGETS[budget]
     trained = []
     for run in runs:

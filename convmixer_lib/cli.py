@@ -5,7 +5,7 @@ import argparse
 import shlex
 import sys
 
-from .ablations import BUDGETS, configurations, run_sweep
+from .ablations import BASELINE_SEEDS, BUDGETS, check_names, configurations, run_sweep
 from .checks import SEED_LIMIT, int_argument, number_argument, positive_int_argument
 from .compare import FIRST_RATES, MODELS, run_comparison
 from .data import (
@@ -64,6 +64,7 @@ def predict_command(args, argv):
 
 def ablate_command(args, argv):
     folder = args.folder or ABLATION_FOLDERS[args.budget]
+    check_names(args.only, args.budget)  # before the data are read
     trained = run_sweep(folder, load_splits(args.data), only=args.only, budget=args.budget,
                         verbose="auto" if sys.stdout.isatty() else 2)
     print(f"Trained {len(trained)} configurations; every finished one is in {folder}")
@@ -170,7 +171,7 @@ def _parser():
         "ablate", parents=[data], help="train the ablation sweep, skipping finished runs",
         description=f"Train every configuration of the ablation sweep ({len(configurations())}: "
         "one design choice changed at a time around ConvMixer-256/8, and the baseline with "
-        f"3 seeds) with the {short['recipe']} recipe for {short['epochs']} epochs on the "
+        f"{len(BASELINE_SEEDS)} seeds) with the {short['recipe']} recipe for {short['epochs']} epochs on the "
         f"first {short['train_size']:,} training images, or with --budget full "
         f"{len(configurations('full'))} of them for {full['epochs']} epochs on all the "
         "training images. Finished configurations are "

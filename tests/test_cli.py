@@ -85,6 +85,16 @@ def test_ablate_and_compare_refuse_what_they_do_not_have(capsys, argv, message):
     assert exit.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_ablate_refuses_an_unknown_configuration_before_reading_the_data(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["ablate", "--budget", "full", "--only", "kernel_size-7", "--folder",
+              str(tmp_path / "sweep"), "--data", str(tmp_path / "absent")])
+    err = capsys.readouterr().err.strip()
+    assert exit.value.code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("error: no configurations named ['kernel_size-7']; the full budget's")
+    assert not (tmp_path / "sweep").exists()
+
+
 def test_predict_refuses_top_beyond_the_classes(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:
         main(["predict", "--run-dir", str(tmp_path), "--top", "11", "x.png"])
