@@ -35,7 +35,8 @@ TEST_A1_faster_on_cpu := -p PROFILE $(abspath results/step-profile.json) \
   -p THROUGHPUT_RANDAUGMENT $(abspath results/throughput-randaugment.txt)
 TEST_06_explain := -p RECORD_DIR $(RECORD) -p EVAL_SIZE 256 -p GALLERY 3 \
   -p EXPORT_DIR $(abspath _build/runs/test-export)
-TEST_07_ablations := -p ABLATIONS_DIR $(abspath results/ablations)
+TEST_07_ablations := -p ABLATIONS_DIR $(abspath results/ablations) \
+  -p FULL_ABLATIONS_DIR $(abspath results/ablations-full)
 
 # $(call papermill,OPTIONS,OUTPUT_DIR,PARAMETER_PREFIX): one papermill command per
 # notebook, in order, with the parameters $(PREFIX_<notebook name>).

@@ -244,7 +244,10 @@ def compare_budgets(short, full):
         A list of dicts, one per change finished at both budgets, in the full
         budget's order: `label`, `short` and `full` (each a dict of
         `val_accuracy`, `difference` from that budget's baseline mean and
-        `beyond_noise`, as `against_baseline` gives them) and `verdict`:
+        `beyond_noise`, as `against_baseline` gives them, and `error_ratio`:
+        the change's validation errors, 1 - accuracy, over those of the
+        baseline mean, a scale on which a difference does not shrink only
+        because both climb towards 100%) and `verdict`:
         "within noise" (inside the full budget's baseline range), "holds"
         (outside both ranges, on the same side), "flips" (outside both, on
         opposite sides) or "emerges" (inside the short budget's range,
@@ -263,8 +266,11 @@ def compare_budgets(short, full):
         else:
             verdict = "holds" if (row["difference"] > 0) == (before["difference"] > 0) else "flips"
         keep = ("val_accuracy", "difference", "beyond_noise")
-        rows.append({"label": row["label"], "short": {k: before[k] for k in keep},
-                     "full": {k: row[k] for k in keep}, "verdict": verdict})
+        short_row, full_row = ({**{k: r[k] for k in keep}, "error_ratio": (
+            (1 - r["val_accuracy"]) / (1 - r["val_accuracy"] + r["difference"]))}
+            for r in (before, row))
+        rows.append({"label": row["label"], "short": short_row, "full": full_row,
+                     "verdict": verdict})
     return rows
 
 
@@ -418,37 +424,48 @@ def _label_points(ax, points, labels, fontsize=8):
 
 
 def plot_budgets(short, full, title="The verdicts at two budgets"):
-    """Each change's validation accuracy minus its budget's baseline mean, at
-    the short and the full budget side by side; at the left, the baseline
-    seeds' range around their mean at each budget (the noise a change must
-    leave to count).
+    """Each change at the short and the full budget side by side, against its
+    budget's baseline: in the left panel its validation accuracy minus the
+    baseline mean (points), in the right one its validation errors over the
+    baseline mean's (`compare_budgets`' `error_ratio`). At the left of each
+    panel, the baseline seeds' range at each budget: the noise a change must
+    leave to count.
 
     Args:
         short, full: `sweep_results()`'s dicts at the short and the full
             budget; only changes finished at both are drawn.
     """
     rows = compare_budgets(short, full)
-    figure, ax = plt.subplots(figsize=(8, 4.5))
-    ax.axhline(0, color="0.5", linewidth=0.8)
-    for offset, results, budget, key, color in ((-0.12, short, "short", "short", "C0"),
-                                                (0.12, full, "full", "full", "C1")):
-        baseline, _ = baseline_and_changes(results)
-        accuracies = [r["val_accuracy"] for r in baseline]
-        mean = np.mean(accuracies)
-        steps = budget_steps(budget)
-        label = (f"{budget_images(budget):,} images, {steps:,} steps "
-                 f"(baseline: {len(baseline)} seeds)")
-        ax.errorbar([offset], [0], yerr=[[100 * (mean - min(accuracies))],
-                                         [100 * (max(accuracies) - mean)]],
-                    fmt="s", color=color, capsize=4)
-        ax.plot([i + 1 + offset for i in range(len(rows))],
-                [100 * row[key]["difference"] for row in rows], "o", color=color, label=label)
-    labels = ["baseline\n(seeds' range)"] + [textwrap.fill(row["label"], 14) for row in rows]
-    ax.set_xticks(range(len(labels)), labels, fontsize=8)
-    ax.set_xlim(-0.5, len(labels) - 0.5)
-    ax.set_ylabel("validation accuracy minus\nthe baseline's mean (points)")
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8, loc="lower left")
-    ax.set_title(title)
-    figure.tight_layout()
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    panels = ((axes[0], "difference", 0, lambda a, mean: 100 * (a - mean),
+               "validation accuracy minus\nthe baseline's mean (points)"),
+              (axes[1], "error_ratio", 1, lambda a, mean: (1 - a) / (1 - mean),
+               "validation errors over\nthe baseline mean's"))
+    for ax, key, level, scale, ylabel in panels:
+        ax.axhline(level, color="0.5", linewidth=0.8)
+        for offset, results, budget, color in ((-0.12, short, "short", "C0"),
+                                               (0.12, full, "full", "C1")):
+            baseline, _ = baseline_and_changes(results)
+            accuracies = [r["val_accuracy"] for r in baseline]
+            mean = np.mean(accuracies)
+            seeds = sorted(scale(a, mean) for a in accuracies)
+            ax.errorbar([offset], [level], yerr=[[level - seeds[0]], [seeds[-1] - level]],
+                        fmt="s", color=color, capsize=4)
+            values = [row[budget][key] * (100 if key == "difference" else 1) for row in rows]
+            label = (f"{budget_images(budget):,} images, {budget_steps(budget):,} steps "
+                     f"(baseline: {len(baseline)} seeds)")
+            ax.plot([i + 1 + offset for i in range(len(rows))], values, "o", color=color,
+                    label=label)
+        labels = ["baseline\n(seeds' range)"] + [textwrap.fill(row["label"], 14)
+                                                  for row in rows]
+        ax.set_xticks(range(len(labels)), labels, fontsize=8)
+        ax.set_xlim(-0.5, len(labels) - 0.5)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].set_title("In points")
+    axes[1].set_title("In errors")
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=2,
+                  fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
     return figure

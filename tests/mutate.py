@@ -159,6 +159,9 @@ MUTATIONS = [
              "settings.update({key: value for key, value in changes.items() if value})",
              "a change to 0 (no warm-up, no smoothing) is ignored", ("test_recipes.py", "-k", "recipe_settings_apply or records_the_recipe")),
     # ablations.py
+    Mutation("ablations.py", "(1 - r[\"val_accuracy\"]) / (1 - r[\"val_accuracy\"] + r[\"difference\"])",
+             "(1 - r[\"val_accuracy\"]) / (1 - r[\"val_accuracy\"] - r[\"difference\"])",
+             "a change's errors measured against the wrong baseline", ("test_ablations.py", "-k", "own_budget")),
     Mutation("ablations.py", "\"seed\": BASELINE_SEEDS[0], \"factor\": factor, \"value\": value})",
              "\"seed\": BASELINE_SEEDS[-1], \"factor\": factor, \"value\": value})",
              "the changes trained with another seed than the first baseline's",

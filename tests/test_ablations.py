@@ -273,6 +273,9 @@ def test_each_verdict_is_read_against_its_own_budgets_seeds():
     kernel = rows[0]
     assert kernel["short"]["difference"] == pytest.approx(-0.05)
     assert kernel["full"]["difference"] == pytest.approx(0.015)
+    # Errors over the baseline mean's: 30% against 25%, then 13% against 14.5%.
+    assert kernel["short"]["error_ratio"] == pytest.approx(0.30 / 0.25)
+    assert kernel["full"]["error_ratio"] == pytest.approx(0.13 / 0.145)
     figure = ablations.plot_budgets(short, full)
     ax = figure.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()][1:] == [
@@ -282,3 +285,6 @@ def test_each_verdict_is_read_against_its_own_budgets_seeds():
         "20,000 images, 628 steps (baseline: 2 seeds)",
         "45,000 images, 1,408 steps (baseline: 2 seeds)"]
     assert list(changes[1].get_ydata()) == pytest.approx([1.5, 0.0, -5.5, -5.5])
+    errors = [line for line in figure.axes[1].get_lines() if line.get_marker() == "o"]
+    assert list(errors[1].get_ydata()) == pytest.approx(
+        [0.13 / 0.145, 0.145 / 0.145, 0.20 / 0.145, 0.20 / 0.145])
