@@ -439,9 +439,9 @@ def plot_budgets(short, full, title="The verdicts at two budgets"):
     rows = compare_budgets(short, full)
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     panels = ((axes[0], "difference", 0, lambda a, mean: 100 * (a - mean),
-               "validation accuracy minus\nthe baseline's mean (points)"),
+               "validation accuracy minus the\nbaseline's mean (points; higher is better)"),
               (axes[1], "error_ratio", 1, lambda a, mean: (1 - a) / (1 - mean),
-               "validation errors over\nthe baseline mean's"))
+               "validation errors over the\nbaseline mean's (higher is worse)"))
     for ax, key, level, scale, ylabel in panels:
         ax.axhline(level, color="0.5", linewidth=0.8)
         for offset, results, budget, color in ((-0.12, short, "short", "C0"),
