@@ -231,7 +231,7 @@ def make_augmenter(seed=None):
     seed start from the same random state, and the flip would reuse the
     vertical shift's first draws.
     """
-    return keras.Sequential(
+    return keras.layers.Pipeline(
         [
             keras.layers.RandomTranslation(
                 0.125, 0.125, fill_mode="constant", interpolation="nearest", seed=seed

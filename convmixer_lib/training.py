@@ -305,16 +305,17 @@ class AveragedWeights(keras.callbacks.SwapEMAWeights):
         super().__init__(swap_on_epoch=True)
         self.val_dataset = val_dataset
         self.bn_batches, self.bn_images = bn_batches, bn_images
-        self._raw_statistics = self._averaged_statistics = None
+        self._raw_statistics = self._averaged_statistics = self._stale = None
 
     def on_epoch_begin(self, epoch, logs=None):
         super().on_epoch_begin(epoch, logs)
         self._restore_raw_statistics()
 
     def on_test_begin(self, logs=None):  # fit's validation
-        super().on_test_begin(logs)
+        super().on_test_begin(logs)  # the averaged weights are in the model now
         if self.bn_batches is not None:
             self._raw_statistics = batchnorm_statistics(self.model)
+            self._stale = self._validate()  # with the raw weights' statistics
             start = time.perf_counter()
             reestimate_batchnorm(self.model, self.bn_batches, self.bn_images)
             self._bn_seconds = time.perf_counter() - start
@@ -326,11 +327,11 @@ class AveragedWeights(keras.callbacks.SwapEMAWeights):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:  # the raw weights are in the model now
-            self._log_validation(logs, "raw_val")
+            logs["raw_val_loss"], logs["raw_val_accuracy"] = self._validate()
         super().on_epoch_end(epoch, logs)  # the averaged weights are in the model now
         if self._averaged_statistics is not None:
             if logs is not None:
-                self._log_validation(logs, "stale_bn_val")
+                logs["stale_bn_val_loss"], logs["stale_bn_val_accuracy"] = self._stale
                 logs["bn_seconds"] = self._bn_seconds
             set_batchnorm_statistics(self.model, self._averaged_statistics)
 
@@ -347,9 +348,13 @@ class AveragedWeights(keras.callbacks.SwapEMAWeights):
 
         return RawWeightsBack()
 
-    def _log_validation(self, logs, prefix):
+    def _validate(self):
+        """(loss, accuracy) of the model as it is, on the validation batches.
+        Never called after `super().on_epoch_end` of the last epoch: on JAX,
+        Keras then gives the averaged weights' variables the model's arrays,
+        which an evaluation would free."""
         results = self.model.evaluate(self.val_dataset, verbose=0, return_dict=True)
-        logs[f"{prefix}_loss"], logs[f"{prefix}_accuracy"] = results["loss"], results["accuracy"]
+        return results["loss"], results["accuracy"]
 
     def _restore_raw_statistics(self):
         if self._raw_statistics is not None:
