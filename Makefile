@@ -48,6 +48,8 @@ papermill = $(foreach nb,$(NOTEBOOKS),$(BIN)/papermill $(1) $(nb) $(2)/$(notdir 
 # skipped, an interrupted one resumes.
 FAST_WITHOUT := warmup:--warmup=0 peak-rate:--learning-rate=1e-3 \
   label-smoothing:--label-smoothing=0 averaged-weights:--ema=0 augmentation:--augment=none
+# The 3-epoch recipe's changes tried on validation (recipes.FAST3_CHANGES).
+FAST3_TRIED := batch-64:--batch-size=64 without-augmentation:--augment=none
 
 .PHONY: install book test check-book clean recipe-runs
 
@@ -97,4 +99,7 @@ recipe-runs: $(STAMP)
 	  $(BIN)/python -m convmixer_lib train --recipe fast --run-dir results/recipes/fast
 	for run in $(FAST_WITHOUT); do dir=results/recipes/fast-without-$${run%%:*}; \
 	  test -f $$dir/metrics.json || $(BIN)/python -m convmixer_lib train --recipe fast \
+	    --run-dir $$dir $${run#*:} || exit 1; done
+	for run in $(FAST3_TRIED); do dir=results/recipes/fast3-$${run%%:*}; \
+	  test -f $$dir/metrics.json || $(BIN)/python -m convmixer_lib train --recipe fast3 \
 	    --run-dir $$dir $${run#*:} || exit 1; done

@@ -68,6 +68,13 @@ RECIPES = {
 # averaged weights: re-estimated on 5,120 training images (40 batches) before
 # every validation instead of borrowed from the raw weights.
 RECIPES["fast3"] = {**RECIPES["fast"], "epochs": 3, "bn_images": 5120}
+# Single changes to the 3-epoch recipe tried on validation, by the name of
+# their run directory `fast3-NAME`: twice the optimizer steps in the same
+# epochs, and no augmentation for a run too short to learn its images by heart.
+FAST3_CHANGES = {
+    "batch-64": {"batch_size": 64},
+    "without-augmentation": {"augment": "none"},
+}
 
 # The fast recipe's leave-one-out runs (`make recipe-runs`): the change that
 # removes each ingredient, by the name of its run directory `fast-without-NAME`.

@@ -13,6 +13,7 @@ from convmixer_lib.cli import _parser, main
 from convmixer_lib.model import build_convmixer
 from convmixer_lib.data import CLASS_NAMES
 from convmixer_lib.recipes import (
+    FAST3_CHANGES,
     LEAVE_ONE_OUT,
     RECIPES,
     leave_one_out,
@@ -171,16 +172,24 @@ def test_each_leave_one_out_run_removes_one_ingredient_of_the_fast_recipe():
         assert value in (RECIPES["example"][key], "none"), name  # the example's, or nothing
 
 
-def test_make_recipe_runs_trains_the_leave_one_out_changes():
+@pytest.mark.parametrize("variable, recipe, changes", [
+    ("FAST_WITHOUT", "fast", LEAVE_ONE_OUT), ("FAST3_TRIED", "fast3", FAST3_CHANGES)])
+def test_make_recipe_runs_trains_the_changes_the_library_names(variable, recipe, changes):
     makefile = (pathlib.Path(__file__).parents[1] / "Makefile").read_text()
-    runs = re.search(r"^FAST_WITHOUT := (.*?)\n\n", makefile, re.S | re.M).group(1)
+    runs = re.search(rf"^{variable} := (.*?)\n(\n|#)", makefile, re.S | re.M).group(1)
     options = dict(run.split(":") for run in runs.replace("\\\n", " ").split())
-    assert options.keys() == LEAVE_ONE_OUT.keys()
+    assert options.keys() == changes.keys()
     for name, option in options.items():
-        args = _parser().parse_args(["train", "--recipe", "fast", "--run-dir", "r", option])
-        changed = {key: value for key in RECIPES["fast"]
+        args = _parser().parse_args(["train", "--recipe", recipe, "--run-dir", "r", option])
+        changed = {key: value for key in RECIPES[recipe]
                    if (value := getattr(args, key)) is not None}
-        assert changed == LEAVE_ONE_OUT[name], name
+        assert changed == changes[name], name
+
+
+def test_each_tried_change_of_the_3_epoch_recipe_changes_one_setting():
+    for name, change in FAST3_CHANGES.items():
+        (key, value), = change.items()
+        assert value != RECIPES["fast3"][key], name
 
 
 def test_leave_one_out_rows_measure_changes_against_the_full_recipe():

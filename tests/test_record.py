@@ -17,6 +17,7 @@ from convmixer_lib.fast import accelerate
 from convmixer_lib.model import build_convmixer, convmixer_config
 from convmixer_lib.recipes import (
     EXAMPLE_TEST_ACCURACY,
+    FAST3_CHANGES,
     LEAVE_ONE_OUT,
     RECIPES as RECIPE_SETTINGS,
 )
@@ -57,7 +58,8 @@ def test_every_run_in_results_is_listed():
         [*RUNS, "recipes", *(folder.name for budget, folder in ABLATIONS.items()
                              if budget == "short" or folder.is_dir())])
     listed = {"fast", "fast3", "long", FIRST_LONG.name,
-              *(f"fast-without-{name}" for name in LEAVE_ONE_OUT)}
+              *(f"fast-without-{name}" for name in LEAVE_ONE_OUT),
+              *(f"fast3-{name}" for name in FAST3_CHANGES)}
     assert {p.name for p in RECIPES.iterdir() if p.is_dir()} <= listed
     # Every configuration of the short budget's sweep has its record: chapter 7
     # reads them all; the full budget's records are among its configurations.
@@ -134,18 +136,28 @@ def _assert_history_and_metrics_agree(history, metrics):
 
 def _recipe_runs():
     return [run_dir for run_dir in [FAST, FAST3, LONG, FIRST_LONG,
-                                    *sorted(RECIPES.glob("fast-without-*"))]
+                                    *sorted(RECIPES.glob("fast-without-*")),
+                                    *sorted(RECIPES.glob("fast3-*"))]
             if run_dir.exists()]
+
+
+def _recipe_and_changes(name):
+    """The recipe a run directory of results/recipes/ names, and its changes."""
+    if name.startswith("fast-without-"):
+        return "fast", LEAVE_ONE_OUT[name.removeprefix("fast-without-")]
+    if name.startswith("fast3-"):
+        return "fast3", FAST3_CHANGES[name.removeprefix("fast3-")]
+    return name, {}
 
 
 @pytest.mark.parametrize("run_dir", _recipe_runs(), ids=lambda p: p.name)
 def test_recipe_runs_agree_with_their_recipe_and_their_records(run_dir):
     history = read_json(run_dir / "history.json")
     settings, metrics = recorded_settings(run_dir)
-    recipe = run_dir.name if run_dir.name in RECIPE_SETTINGS else "fast"
-    expected = {**RECIPE_SETTINGS[recipe],
-                **LEAVE_ONE_OUT.get(run_dir.name.removeprefix("fast-without-"), {})}
-    if run_dir == FIRST_LONG:
+    recipe, changes = _recipe_and_changes(run_dir.name)
+    if run_dir != FIRST_LONG:
+        expected = {**RECIPE_SETTINGS[recipe], **changes}
+    else:
         recipe, expected = "long", FIRST_LONG_SETTINGS
     assert {key: settings[key] for key in expected} == expected
     assert metrics["recipe"] == recipe and metrics["seed"] == 42
