@@ -81,8 +81,9 @@ def test_averaged_weights_are_validated_and_kept(averaged_run):
 
 
 class _WeightsAtEpochStart(keras.callbacks.Callback):
-    """The model's weights, BatchNorm statistics included, as the first batch of
-    epoch `epoch` (0-based) trains."""
+    """The model's weights, BatchNorm statistics included, and the optimizer's
+    variables (moments, averages, step count) as the first batch of epoch
+    `epoch` (0-based) trains."""
 
     def __init__(self, epoch):
         super().__init__()
@@ -94,6 +95,7 @@ class _WeightsAtEpochStart(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if self._current == self.epoch and batch == 0:
             self.weights = [w.numpy().copy() for w in self.model.weights]
+            self.weights += [np.array(v.numpy()) for v in self.model.optimizer.variables]
 
 
 @pytest.mark.parametrize("bn_images", [0, 128])
@@ -311,11 +313,14 @@ def test_the_raw_weights_get_their_own_statistics_back_after_validation(tmp_path
     class Statistics(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.before, self.after, self.weights = [], [], []
+            self.before, self.after, self.weights, self.kept = [], [], [], []
 
         def on_test_begin(self, logs=None):
             self.before.append(self.model.get_layer("stem_bn").moving_mean.numpy().copy())
             self.weights.append([w.copy() for w in self.model.get_weights()])
+
+        def on_test_end(self, logs=None):  # before AveragedWeights swaps back
+            self.kept.append([w.numpy().copy() for w in self.model.weights])
 
         def on_train_batch_begin(self, batch, logs=None):
             if batch == 0 and self.before:  # the first step after a validation
@@ -335,6 +340,20 @@ def test_the_raw_weights_get_their_own_statistics_back_after_validation(tmp_path
         model.set_weights(weights)
         assert evaluate(model, x_val, y_val)["accuracy"] == pytest.approx(
             epoch["raw_val_accuracy"]), epoch["epoch"]
+    # val_accuracy is the averaged weights' with their re-estimated statistics,
+    # stale_bn_val_accuracy the averaged weights' with the raw weights' statistics.
+    for raw, kept, epoch in zip(statistics.weights, statistics.kept, history):
+        for variable, value in zip(model.weights, kept):
+            variable.assign(value)
+        assert evaluate(model, x_val, y_val)["loss"] == pytest.approx(
+            epoch["val_loss"], rel=1e-5), epoch["epoch"]
+        model.set_weights(raw)
+        for variable, value in zip(model.weights, kept):
+            if variable.trainable:
+                variable.assign(value)
+        assert evaluate(model, x_val, y_val)["loss"] == pytest.approx(
+            epoch["stale_bn_val_loss"], rel=1e-5), epoch["epoch"]
+        assert epoch["stale_bn_val_loss"] != pytest.approx(epoch["val_loss"], rel=1e-3)
 
 
 def test_smoothed_target_puts_the_smoothing_on_every_class():
