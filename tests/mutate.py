@@ -39,6 +39,10 @@ class Mutation:
 
 
 MUTATIONS = [
+    # the JAX backend
+    Mutation("data.py", "    return keras.layers.Pipeline(", "    return keras.Sequential(",
+             "the augmentation as a keras.Sequential inside tf.data, which only TensorFlow runs",
+             ("test_backends.py",)),
     # training.py
     Mutation("training.py", "        if loss is not None and not np.isfinite(float(loss)):",
              "        if loss is not None and np.isinf(float(loss)):",
