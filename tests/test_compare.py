@@ -52,7 +52,8 @@ def test_a_diverging_grid_run_counts_as_the_worst_rate_and_is_not_trained_again(
             short = compare.BUDGETS["short"]
             metrics = {"recipe": short["recipe"], "epochs": short["epochs"],
                        "train_images": short["train_size"], "seed": compare.SEED,
-                       "learning_rate": rate, "best_val_accuracy": accuracy[rate]}
+                       "learning_rate": rate, "bn_images": compare.BN_IMAGES,
+                       "best_val_accuracy": accuracy[rate]}
         (pathlib.Path(run_dir) / "metrics.json").write_text(json.dumps(metrics))
 
     monkeypatch.setattr(compare, "_train", train)
@@ -120,6 +121,7 @@ def test_a_comparison_chooses_on_validation_and_tests_only_the_chosen_run(
         if (key in RECIPES["fast"] or key in ("seed", "train_images", "recipe"))
         and key != "learning_rate"} for model in chosen]
     assert recipes[0] == recipes[1] and recipes[0]["seed"] == compare.SEED
+    assert recipes[0]["bn_images"] == compare.BN_IMAGES  # BatchNorm statistics of their own
 
 
 def test_a_finished_comparison_trains_nothing_more_and_reads_back(tiny_comparison, tmp_path):
