@@ -438,11 +438,11 @@ def plot_budgets(short, full, title="The verdicts at two budgets"):
     """
     rows = compare_budgets(short, full)
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    panels = ((axes[0], "difference", 0, lambda a, mean: 100 * (a - mean),
+    panels = ((axes[0], 0, lambda a, mean: 100 * (a - mean),
                "validation accuracy minus the\nbaseline's mean (points; higher is better)"),
-              (axes[1], "error_ratio", 1, lambda a, mean: (1 - a) / (1 - mean),
+              (axes[1], 1, lambda a, mean: (1 - a) / (1 - mean),
                "validation errors over the\nbaseline mean's (higher is worse)"))
-    for ax, key, level, scale, ylabel in panels:
+    for ax, level, scale, ylabel in panels:
         ax.axhline(level, color="0.5", linewidth=0.8)
         for offset, results, budget, color in ((-0.12, short, "short", "C0"),
                                                (0.12, full, "full", "C1")):
@@ -452,7 +452,7 @@ def plot_budgets(short, full, title="The verdicts at two budgets"):
             seeds = sorted(scale(a, mean) for a in accuracies)
             ax.errorbar([offset], [level], yerr=[[level - seeds[0]], [seeds[-1] - level]],
                         fmt="s", color=color, capsize=4)
-            values = [row[budget][key] * (100 if key == "difference" else 1) for row in rows]
+            values = [scale(row[budget]["val_accuracy"], mean) for row in rows]
             label = (f"{budget_images(budget):,} images, {budget_steps(budget):,} steps "
                      f"(baseline: {len(baseline)} seeds)")
             ax.plot([i + 1 + offset for i in range(len(rows))], values, "o", color=color,
