@@ -29,7 +29,9 @@ def grad_cam(model, images, layer_name, class_index=None):
         model: a Keras model of uint8 images `(n, h, w, 3)` ending in a Dense
             layer with softmax, e.g. ConvMixer.
         images: uint8 array `(n, h, w, 3)`.
-        layer_name: a layer whose output is a feature map `(n, gh, gw, c)`.
+        layer_name: a layer whose output is a feature map `(n, gh, gw, c)` that
+            alone feeds the rest of the model (in ConvMixer, a block's last
+            layer `block{i}_pointwise_bn`, or its `block{i}_residual`).
         class_index: the class to explain: an int, one int per image, or None
             for each image's predicted class.
 
@@ -37,19 +39,28 @@ def grad_cam(model, images, layer_name, class_index=None):
         float32 array `(n, gh, gw)`, each map scaled to a maximum of 1 (all
         zeros where nothing raises the score).
     """
-    check_images(images)
+    check_images(images, image_size=model.input_shape[1])
     head = model.layers[-1]
     if not isinstance(head, keras.layers.Dense):
         raise ValueError(f"grad_cam needs a model that ends in a Dense layer, got {head.name!r}.")
-    probe = keras.Model(model.inputs, [model.get_layer(layer_name).output, head.input])
-    with tf.GradientTape() as tape:
-        features, pooled = probe(tf.convert_to_tensor(images), training=False)
-        logits = tf.matmul(pooled, head.kernel) + head.bias  # the score before softmax
-        classes = _classes(class_index, logits)
-        scores = tf.gather(logits, classes, batch_dims=1)
-    gradients = tape.gradient(scores, features)
-    weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
-    maps = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1)).numpy()
+    cut = model.get_layer(layer_name).output
+    try:  # the rest of the model, from the layer's feature map to the head's input
+        rest = keras.Model(cut, head.input)
+    except ValueError:
+        raise ValueError(
+            f"grad_cam needs a layer whose output alone feeds the rest of the model, such "
+            f"as a block's last layer; {layer_name!r} is bypassed by an earlier layer's "
+            "output (a residual connection).") from None
+    features = keras.Model(model.inputs, cut).predict(np.asarray(images), verbose=0)
+
+    def logits(features):  # the class scores before softmax
+        return keras.ops.matmul(rest(features, training=False), head.kernel) + head.bias
+
+    classes = _classes(class_index, keras.ops.convert_to_numpy(logits(features)))
+    chosen = keras.ops.one_hot(classes, head.units)
+    gradients = _gradient(lambda x: keras.ops.sum(logits(x) * chosen), features)
+    weights = gradients.mean(axis=(1, 2), keepdims=True)
+    maps = np.maximum((weights * features).sum(axis=-1), 0)
     peaks = maps.max(axis=(1, 2), keepdims=True)
     return (maps / np.where(peaks > 0, peaks, 1)).astype(np.float32)
 
@@ -73,11 +84,11 @@ def occlusion_sensitivity(model, images, class_index=None, patch_size=4, stride=
         the square, `rows = (h - patch_size) // stride + 1` and likewise for
         columns.
     """
-    check_images(images)
+    check_images(images, image_size=model.input_shape[1])
     images = np.asarray(images)
     n, height, width, _ = images.shape
     probabilities = model.predict(images, verbose=0)
-    classes = _classes(class_index, probabilities).numpy()
+    classes = _classes(class_index, probabilities)
     base = probabilities[np.arange(n), classes]
     rows = range(0, height - patch_size + 1, stride)
     columns = range(0, width - patch_size + 1, stride)
@@ -98,13 +109,32 @@ def _classes(class_index, scores):
     with the highest score; `scores` is `(n, classes)`."""
     n, count = scores.shape
     if class_index is None:
-        return tf.argmax(scores, axis=1, output_type=tf.int32)
+        return np.argmax(scores, axis=1).astype(np.int32)
     classes = np.broadcast_to(np.asarray(class_index, np.int32), (n,))
     if classes.min() < 0 or classes.max() >= count:
         raise ValueError(
             f"`class_index` must be between 0 and {count - 1}, got {class_index!r}."
         )
-    return tf.constant(classes)
+    return classes.copy()
+
+
+def _gradient(function, x):
+    """The gradient of the scalar `function(x)` with respect to the float32
+    array `x`, by the backend's automatic differentiation, as a NumPy array."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+        return np.asarray(jax.grad(function)(x))
+    if backend == "torch":
+        import torch
+        x = torch.tensor(x, requires_grad=True)
+        function(x).backward()
+        return x.grad.numpy()
+    x = tf.convert_to_tensor(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = function(x)
+    return tape.gradient(y, x).numpy()
 
 
 # The largest picture `load_image` decodes: 50 million pixels (a 48-megapixel
@@ -225,7 +255,7 @@ def predict_with_flips(model, images, batch_size=128, plain=None):
     `plain`, if given, holds the model's probabilities for `images` already
     computed, `(n, classes)`; only the mirror images are then predicted.
     """
-    check_images(images)
+    check_images(images, image_size=model.input_shape[1])
     images = np.asarray(images)
     if plain is None:
         plain = model.predict(images, batch_size=batch_size, verbose=0)
@@ -262,19 +292,24 @@ def predict_images(model, paths, top=3, flips=False, class_names=CLASS_NAMES):
 def export_model(model, directory):
     """Write `model` to `directory` as `model.keras` and as a SavedModel.
 
-    `model.keras` loads with `keras.saving.load_model` (Keras 3);
-    `saved_model/` with `tf.saved_model.load` (its `serve` function) or
-    TensorFlow Serving, without Keras. Export the model as `load_run_model`
+    `model.keras` loads with `keras.saving.load_model` (Keras 3) on any
+    backend; `saved_model/` with `tf.saved_model.load` (its `serve` function)
+    or TensorFlow Serving, without Keras. The SavedModel is written on the
+    TensorFlow and JAX backends; on PyTorch only `model.keras` is (Keras
+    3.15.1's SavedModel export through `torch.export` fails there with a
+    mismatch of input structure). Export the model as `load_run_model`
     returns it, not accelerated (`fast.accelerate`), so that neither file
     needs the library's compiled ops.
 
     Returns:
-        `(keras_path, saved_model_path)`.
+        `(keras_path, saved_model_path)`; `saved_model_path` is None on PyTorch.
     """
     os.makedirs(directory, exist_ok=True)
     keras_path = os.path.join(directory, "model.keras")
-    saved_model_path = os.path.join(directory, "saved_model")
     model.save(keras_path)
+    if keras.backend.backend() == "torch":
+        return keras_path, None
+    saved_model_path = os.path.join(directory, "saved_model")
     logger = tf.get_logger()  # TensorFlow logs every asset it writes at INFO level
     level = logger.level
     logger.setLevel("ERROR")

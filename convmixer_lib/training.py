@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from .architectures import model_config
 from .checks import SEED_LIMIT, check_int, check_number, check_positive_int
+from .data import check_images
 from .explain import predict_with_flips
 from .rundir import (
     BACKUP,
@@ -37,6 +38,7 @@ def evaluate(model, images, labels, batch_size=128, flips=False):
     Returns:
         `score(probabilities, labels)` of the model's class probabilities.
     """
+    check_images(images, labels, image_size=model.input_shape[1])
     if flips:
         probabilities = predict_with_flips(model, images, batch_size)
     else:

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from convmixer_lib.explain import predict_with_flips
 from convmixer_lib.fast import accelerate, acceleration_unavailable
 from convmixer_lib.fast.layers import DepthwiseConv
 from convmixer_lib.model import (
@@ -14,6 +15,7 @@ from convmixer_lib.model import (
     depthwise_conv_name,
     pointwise_conv_name,
 )
+from convmixer_lib.training import evaluate
 
 
 def test_convmixer_256_8_has_602890_parameters():
@@ -84,8 +86,15 @@ def test_patch_size_error_lists_allowed_values():
 
 def test_wrong_input_shape_is_refused():
     model = build_convmixer(filters=8, depth=1)
-    with pytest.raises(ValueError):
-        model.predict(np.zeros((2, 28, 28, 3)), verbose=0)
+    wrong = np.zeros((2, 28, 28, 3), "uint8")
+    with pytest.raises(ValueError, match="incompatible"):
+        model(wrong)
+    # Keras' predict() checks the shape on TensorFlow and PyTorch, not on JAX
+    # (its stateless call skips the check), so the library checks it itself.
+    with pytest.raises(ValueError, match=r"\(n, 32, 32, 3\), got \(2, 28, 28, 3\)"):
+        evaluate(model, wrong, np.zeros(2, "uint8"))
+    with pytest.raises(ValueError, match=r"\(n, 32, 32, 3\)"):
+        predict_with_flips(model, wrong)
 
 
 def _gelu(x):
