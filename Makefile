@@ -1,5 +1,6 @@
 # make book: install, execute the notebooks with papermill, build the HTML book.
-# make test: install, then run the tests and the notebooks (pytest --nbval-lax).
+# make test: install, then run the tests and the notebooks (pytest --nbval-lax),
+#   then the backend-neutral unit tests on JAX and PyTorch.
 # make check-book: open the built book in headless Chromium (needs Debian's
 #   chromium and chromium-driver); screenshots go to _build/screenshots/.
 PYTHON ?= python3
@@ -37,6 +38,11 @@ TEST_06_explain := -p RECORD_DIR $(RECORD) -p EVAL_SIZE 256 -p GALLERY 3 \
   -p EXPORT_DIR $(abspath _build/runs/test-export)
 TEST_07_ablations := -p ABLATIONS_DIR $(abspath results/ablations) \
   -p FULL_ABLATIONS_DIR $(abspath results/ablations-full)
+
+# The unit tests of what a user runs on any Keras backend, run again on these.
+OTHER_BACKENDS := jax torch
+BACKEND_TESTS := tests/test_model.py tests/test_data.py tests/test_training.py \
+  tests/test_explain.py tests/test_rundir.py tests/test_architectures.py
 
 # $(call papermill,OPTIONS,OUTPUT_DIR,PARAMETER_PREFIX): one papermill command per
 # notebook, in order, with the parameters $(PREFIX_<notebook name>).
@@ -87,6 +93,8 @@ test: $(STAMP) $(IPYTHONDIR)/profile_default/ipython_kernel_config.py
 	mkdir -p $(TEST_NOTEBOOKS)
 	$(call papermill,--prepare-only,$(TEST_NOTEBOOKS),TEST)
 	$(BIN)/python -m pytest --nbval-lax tests
+	for backend in $(OTHER_BACKENDS); do \
+	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q $(BACKEND_TESTS) || exit 1; done
 
 check-book: $(STAMP)
 	$(BIN)/python -m pytest -v tests/test_book_in_browser.py

@@ -1,6 +1,7 @@
-"""Training and inference throughput: the Keras example's code against the library's.
+"""Training and inference throughput: the Keras example's code against the
+library's, or the library's model on Keras' three backends.
 
-Both paths train ConvMixer with AdamW on the same images:
+Every path trains ConvMixer with AdamW on the same images:
 
     example   the Keras example's code as it is written: plain Keras layers
               (`activation_block` = Activation("gelu") + BatchNormalization),
@@ -8,19 +9,25 @@ Both paths train ConvMixer with AdamW on the same images:
               and `model.fit`.
     library   `accelerate(build_convmixer())` (see convmixer_lib/fast/),
               `make_dataset` (with `--augment`'s augmentation) and `model.fit`.
+    tensorflow, jax, torch
+              `build_convmixer()` with Keras' own layers, `make_dataset` and
+              `model.fit`, on that Keras backend (`KERAS_BACKEND`).
 
-Each measurement runs in a process of its own, and the two paths alternate
-(example, library, example, library, ...) for `--pairs` pairs. A process warms
+Each measurement runs in a process of its own, and the paths (`--paths`,
+default: example library) alternate (example, library, example, library, ...)
+for `--pairs` pairs. A process warms
 up (graph tracing), then times `fit` over `--steps` batches, `predict` over the
 same images and the input pipeline alone, and reports its peak resident memory.
-The table gives each figure's median and range over the pairs, then the ratio
-of every pair, and last `training speedup: N.NN× (median of K pairs, range A–B)`.
+The table gives each figure's median and range over the pairs and its ratio
+to the first path's, then every pair's ratios, and last, for two paths,
+`training speedup: N.NN× (median of K pairs, range A–B)`.
 It warns when other processes used the CPU while it measured, and when the
 machine's own speed (a fixed matrix product timed in every process) varied.
 
     python benchmarks/throughput.py                      # ConvMixer-256/8, 5 pairs
     python benchmarks/throughput.py --pairs 1 --steps 1 --filters 32 --depth 1   # quick check
     python benchmarks/throughput.py --augment randaugment-m12 --batch-size 512   # the long recipe's input
+    python benchmarks/throughput.py --paths tensorflow jax torch                 # the backends
 
 The input pipeline's images/s, measured alone, says whether a recipe's
 augmentation can keep up with training on the same cores.
@@ -31,6 +38,7 @@ points to it, else random pixels (the speed does not depend on the pixels).
 
 import argparse
 import datetime
+import importlib.metadata
 import json
 import os
 import resource
@@ -105,6 +113,10 @@ def get_conv_mixer(image_size=32, filters=256, depth=8, kernel_size=5, patch_siz
 
 # --- One measurement, in a process of its own. ---
 
+BACKENDS = ("tensorflow", "jax", "torch")
+PATHS = ("example", "library", *BACKENDS)
+
+
 def measure(path_name, args):
     """Images/s of training (fit), inference (predict) and the input pipeline
     alone, and the process's peak resident memory (MiB), for one path."""
@@ -125,8 +137,10 @@ def measure(path_name, args):
         model = get_conv_mixer(filters=args.filters, depth=args.depth)
         dataset = example_make_dataset(images, labels, args.batch_size)
     else:
-        model = accelerate(build_convmixer(filters=args.filters, depth=args.depth))
-        if acceleration_unavailable():
+        model = build_convmixer(filters=args.filters, depth=args.depth)
+        if path_name == "library":
+            model = accelerate(model)
+        if path_name == "library" and acceleration_unavailable():
             print(f"note: the library's path runs without its fast layers: "
                   f"{acceleration_unavailable()}", file=sys.stderr)
         dataset = make_dataset(images, labels, args.batch_size, training=True, seed=0,
@@ -188,13 +202,16 @@ def _cpu_seconds_by_process():
 
 
 def run_one(path_name, args):
-    """Measure one path in a new process; also return the CPU seconds that other
+    """Measure one path in a new process (on its Keras backend: TensorFlow but
+    for the jax and torch paths); also return the CPU seconds that other
     processes used meanwhile, by process name."""
     command = [sys.executable, os.path.abspath(__file__), "--measure", path_name,
                *sys.argv[1:]]
+    backend = path_name if path_name in BACKENDS else "tensorflow"
     before = _cpu_seconds_by_process()
     start = time.monotonic()
-    child = subprocess.run(command, capture_output=True, text=True)
+    child = subprocess.run(command, capture_output=True, text=True,
+                           env={**os.environ, "KERAS_BACKEND": backend})
     wall = time.monotonic() - start
     others = _others(before, _cpu_seconds_by_process())
     if child.returncode:
@@ -230,9 +247,11 @@ def drive(args):
           f"{args.warmup_steps} warm-up + {args.steps} timed steps per process, "
           f"{args.pairs} pair{'s' * (args.pairs > 1)}, images: {source}; "
           f"library augmentation: {args.augment}")
+    backends = "".join(f", {name} {importlib.metadata.version(name)}"
+                       for name in ("jax", "torch") if name in args.paths)
     print(f"Machine: {env['processor']} ({vector_extensions()}), {env['cpu_count']} CPUs; "
-          f"TensorFlow "
-          f"{env['tensorflow']}, Keras {env['keras']}; {datetime.date.today()}")
+          f"TensorFlow {env['tensorflow']}, Keras {env['keras']}{backends}; "
+          f"{datetime.date.today()}")
     warnings = []
     before = _cpu_seconds_by_process()
     time.sleep(5)
@@ -240,9 +259,10 @@ def drive(args):
     if sum(idle.values()) > 0.05 * 5:
         warnings.append(f"other processes used {sum(idle.values()):.1f} CPU s in the 5 s "
                         f"before the first measurement ({_busiest(idle, 5)})")
-    results = {"example": [], "library": []}
+    paths = args.paths
+    results = {path_name: [] for path_name in paths}
     for _ in range(args.pairs):
-        for path_name in ("example", "library"):
+        for path_name in paths:
             result, others, wall = run_one(path_name, args)
             results[path_name].append(result)
             if sum(others.values()) > 0.05 * wall:
@@ -254,27 +274,33 @@ def drive(args):
             ("input pipeline images/s", "pipeline", "{:.0f}"),
             ("peak memory MiB", "memory", "{:.0f}"),
             ("machine GFLOP/s (matmul)", "machine", "{:.0f}")]  # before or after, lower
-    print(f"{'median (min–max)':26}{'example':>24}{'library':>24}{'ratio':>24}")
-    ratios = {}
+    first, others = paths[0], paths[1:]
+    ratio_names = ["ratio"] if len(paths) == 2 else [f"{p}/{first}" for p in others]
+    print(f"{'median (min–max)':26}" + "".join(f"{name:>24}" for name in paths + ratio_names))
+    ratios = {}  # ratios[key][path]: that path's figure over the first path's, per pair
     for label, key, fmt in rows:
-        example = [r[key] for r in results["example"]]
-        library = [r[key] for r in results["library"]]
-        ratios[key] = [b / a for a, b in zip(example, library)]
-        print(f"{label:26}{_median_range(example, fmt):>24}{_median_range(library, fmt):>24}"
-              f"{_median_range(ratios[key], '{:.2f}×'):>24}")
-    for i, (example, library) in enumerate(zip(results["example"], results["library"]), 1):
-        print(f"pair {i}: training {example['train']:.1f} → {library['train']:.1f} images/s "
-              f"({library['train'] / example['train']:.2f}×), inference "
-              f"{library['infer'] / example['infer']:.2f}×")
+        figures = {p: [r[key] for r in results[p]] for p in paths}
+        ratios[key] = {p: [b / a for a, b in zip(figures[first], figures[p])] for p in others}
+        print(f"{label:26}" + "".join(f"{_median_range(figures[p], fmt):>24}" for p in paths)
+              + "".join(f"{_median_range(ratios[key][p], '{:.2f}×'):>24}" for p in others))
+    for i in range(args.pairs):
+        trained = " → ".join(f"{results[p][i]['train']:.1f}" for p in paths)
+        train_ratios = ", ".join(f"{ratios['train'][p][i]:.2f}×" for p in others)
+        infer_ratios = ", ".join(f"{ratios['infer'][p][i]:.2f}×" for p in others)
+        print(f"pair {i + 1}: training {trained} images/s ({train_ratios}), "
+              f"inference {infer_ratios}")
     speeds = [speed for rs in results.values() for r in rs for speed in r["machine_range"]]
     if max(speeds) > 1.15 * min(speeds):
         warnings.append(f"the machine's own speed varied from {min(speeds):.0f} to "
                         f"{max(speeds):.0f} GFLOP/s between measurements (a shared host)")
     for warning in warnings:
         print(f"warning: {warning}; the figures may be low or uneven")
-    print(f"training speedup: {statistics.median(ratios['train']):.2f}× (median of "
-          f"{args.pairs} pair{'s' * (args.pairs > 1)}, range {min(ratios['train']):.2f}–"
-          f"{max(ratios['train']):.2f})")
+    pairs = f"{args.pairs} pair{'s' * (args.pairs > 1)}"
+    for p in others:
+        speedup = ratios["train"][p]
+        name = "training speedup" if len(paths) == 2 else f"training speed of {p} over {first}"
+        print(f"{name}: {statistics.median(speedup):.2f}× (median of {pairs}, range "
+              f"{min(speedup):.2f}–{max(speedup):.2f})")
 
 
 def main():
@@ -291,8 +317,13 @@ def main():
     parser.add_argument("--augment", type=augmentation_argument, default="flip-translate",
                         help="the library's augmentation, as `make_dataset` names it "
                         "(default: flip-translate)")
-    parser.add_argument("--measure", choices=["example", "library"], help=argparse.SUPPRESS)
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=["example", "library"],
+                        help="the paths to measure, in this order; ratios are to the first "
+                        "(default: example library)")
+    parser.add_argument("--measure", choices=PATHS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if len(args.paths) < 2 or len(set(args.paths)) < len(args.paths):
+        parser.error(f"--paths: expected two or more different paths, got {' '.join(args.paths)}")
     if args.measure:
         print(json.dumps(measure(args.measure, args)))
     else:

@@ -141,9 +141,11 @@ def test_each_model_learns_easy_images_and_its_run_directory_reloads_it(name, tm
     keras.utils.set_random_seed(0)
     x, y = easy_data(512, 0)
     model = build_model(TINY_MODELS[name])
+    # 6 epochs: in 4 the tiny ViT reached 11.5% to 33% on JAX, by its initial
+    # weights (each backend draws them from its own random numbers; 42-55% in 6).
     history, metrics = run_experiment(
         model, make_dataset(x, y, 64, training=True, seed=0, augment="none"),
-        make_dataset(*easy_data(128, 1), 64), easy_data(128, 2), tmp_path, epochs=4,
+        make_dataset(*easy_data(128, 1), 64), easy_data(128, 2), tmp_path, epochs=6,
         learning_rate=1e-2, schedule="cosine", warmup=0.25, verbose=0)
     assert history[-1]["loss"] < 0.8 * history[0]["loss"]
     assert history[-1]["accuracy"] > 0.3  # chance: 0.1

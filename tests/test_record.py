@@ -2,7 +2,8 @@
 record (results/convmixer-256-8/) and of the fast and long recipes
 (results/recipes/fast/, results/recipes/long/) still reach their recorded test
 accuracy on the real CIFAR-10 test set. The ablation sweep's records
-(results/ablations/) agree with the sweep's configurations."""
+(results/ablations/) agree with the sweep's configurations, and the
+comparison's (results/comparison/) with its protocol."""
 
 import pathlib
 import re
@@ -11,7 +12,8 @@ import h5py
 import numpy as np
 import pytest
 
-from convmixer_lib import ablations
+from convmixer_lib import ablations, compare
+from convmixer_lib.architectures import build_model, model_config
 from convmixer_lib.cli import ABLATION_FOLDERS
 from convmixer_lib.fast import accelerate
 from convmixer_lib.model import build_convmixer, convmixer_config
@@ -44,6 +46,7 @@ FIRST_LONG_SETTINGS = {**RECIPE_SETTINGS["long"], "augment": "randaugment", "bn_
 WEIGHTED_RUN_FILES = ["best.weights.h5", "config.json", "history.json", "metrics.json",
                       "run.json"]
 ABLATIONS = {budget: RESULTS.parent / folder for budget, folder in ABLATION_FOLDERS.items()}
+COMPARISON = RESULTS / "comparison"
 
 
 def recorded_settings(run_dir):
@@ -56,7 +59,10 @@ def recorded_settings(run_dir):
 def test_every_run_in_results_is_listed():
     assert sorted(p.name for p in RESULTS.iterdir() if p.is_dir()) == sorted(
         [*RUNS, "recipes", *(folder.name for budget, folder in ABLATIONS.items()
-                             if budget == "short" or folder.is_dir())])
+                             if budget == "short" or folder.is_dir()),
+         *(["comparison"] if COMPARISON.is_dir() else [])])
+    if COMPARISON.is_dir():
+        assert {p.name for p in COMPARISON.iterdir()} <= {"grid", *compare.MODELS}
     listed = {"fast", "fast3", "long", FIRST_LONG.name,
               *(f"fast-without-{name}" for name in LEAVE_ONE_OUT),
               *(f"fast3-{name}" for name in FAST3_CHANGES)}
@@ -245,6 +251,43 @@ def test_ablation_records_agree_with_the_sweep_and_themselves(budget, run):
     assert metrics["model"] == read_json(run_dir / "config.json") == convmixer_config(model)
     assert metrics["parameters"] == model.count_params()
     _assert_history_and_metrics_agree(history, metrics)
+
+
+def _comparison_runs():
+    grid = sorted((COMPARISON / "grid").iterdir()) if (COMPARISON / "grid").is_dir() else []
+    return grid + [COMPARISON / name for name in compare.MODELS if (COMPARISON / name).is_dir()]
+
+
+@pytest.mark.parametrize("run_dir", _comparison_runs(), ids=lambda path: path.name)
+def test_comparison_records_follow_the_protocol(run_dir):
+    grid = run_dir.parent.name == "grid"
+    files = {p.name for p in run_dir.iterdir()} - {"best.weights.h5"}
+    assert files == {"config.json", "history.json", "metrics.json", "run.json"}
+    settings, metrics = recorded_settings(run_dir)
+    name, budget = metrics["comparison"], metrics["budget"]
+    assert budget == ("short" if grid else "full")
+    assert run_dir.name == (compare.grid_run_name(name, metrics["learning_rate"]) if grid
+                            else name)
+    assert metrics["learning_rate"] in compare.RATES
+    # The fast recipe at the budget, BatchNorm statistics re-estimated, plain layers.
+    sweep = ablations.BUDGETS[budget]
+    expected = {**RECIPE_SETTINGS[sweep["recipe"]], "epochs": sweep["epochs"],
+                "bn_images": compare.BN_IMAGES, "learning_rate": metrics["learning_rate"]}
+    assert {key: settings[key] for key in expected} == expected
+    assert {key: metrics[key] for key in settings} == settings
+    assert (metrics["recipe"], metrics["seed"]) == (sweep["recipe"], compare.SEED)
+    # Grid runs never see the test images; the full-budget run is tested once.
+    assert (metrics["train_images"], metrics["validation_images"], metrics["test_images"]) == (
+        sweep["train_size"] or 45_000, 5_000, 0 if grid else 10_000)
+    model = build_model(compare.MODELS[name])
+    assert metrics["model"] == read_json(run_dir / "config.json") == model_config(model)
+    history = read_json(run_dir / "history.json")
+    if grid:
+        assert [h["epoch"] for h in history] == list(range(1, metrics["epochs"] + 1))
+        assert metrics["best_val_accuracy"] == max(h["val_accuracy"] for h in history)
+        assert "test_accuracy" not in metrics
+    else:
+        _assert_history_and_metrics_agree(history, metrics)
 
 
 def test_the_readmes_table_of_records_matches_the_records():
