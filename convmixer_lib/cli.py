@@ -16,7 +16,7 @@ from .data import (
     load_splits,
 )
 from .explain import predict_images
-from .fast import accelerate
+from .fast import accelerate, acceleration_unavailable
 from .recipes import RECIPES, train_recipe
 from .rundir import load_run_model
 from .training import SCHEDULES, TrainingDiverged, evaluate
@@ -27,6 +27,8 @@ def train_command(args, argv):
     print(f"Training images: {len(splits[0][0][: args.train_size])}, validation: "
           f"{len(splits[1][0])}, test: {len(splits[2][0])}")
     model = {key: getattr(args, key) for key in ("filters", "depth", "kernel_size", "patch_size")}
+    if args.accelerate and args.devices in (None, 1) and acceleration_unavailable():
+        print(f"note: training with Keras' own layers: {acceleration_unavailable()}")
     metrics = train_recipe(
         args.run_dir, splits, args.recipe, model=model, seed=args.seed,
         train_size=args.train_size, accelerated=args.accelerate, devices=args.devices,

@@ -106,16 +106,26 @@ def distribution(devices=None):
 
     Args:
         devices: how many; None: every GPU when TensorFlow sees more than one,
-            else one device. Several devices are GPUs where TensorFlow sees
-            any, else logical CPU devices (as tests configure them).
+            else one device (always one on the JAX and PyTorch backends).
+            Several devices are GPUs where TensorFlow sees any, else logical
+            CPU devices (as tests configure them).
 
     Returns:
         `tf.distribute.MirroredStrategy` over the devices, or TensorFlow's
         default strategy for one device.
 
     Raises:
-        ValueError: if fewer than `devices` devices are visible.
+        ValueError: if fewer than `devices` devices are visible, or several
+            are asked for on another Keras backend than TensorFlow.
     """
+    if keras.backend.backend() != "tensorflow":
+        if devices not in (None, 1):
+            check_positive_int("devices", devices)
+            raise ValueError(
+                f"`devices`={devices}: training on several devices uses tf.distribute, "
+                "which needs the TensorFlow backend; KERAS_BACKEND is "
+                f"{keras.backend.backend()!r}.")
+        return tf.distribute.get_strategy()  # its scope changes nothing on this backend
     gpus = tf.config.list_logical_devices("GPU")
     available = gpus or tf.config.list_logical_devices("CPU")
     if devices is None:

@@ -36,13 +36,14 @@ class Mutation:
     after: str
     meaning: str  # the wrong meaning, in words
     tests: tuple  # pytest arguments: test files under tests/, and -k to pick the tests
+    backend: str = "tensorflow"  # the Keras backend the tests run on (KERAS_BACKEND)
 
 
 MUTATIONS = [
     # the JAX backend
     Mutation("data.py", "    return keras.layers.Pipeline(", "    return keras.Sequential(",
              "the augmentation as a keras.Sequential inside tf.data, which only TensorFlow runs",
-             ("test_backends.py",)),
+             ("test_data.py", "-k", "training_dataset_is_augmented"), backend="jax"),
     # training.py
     Mutation("training.py", "        if loss is not None and not np.isfinite(float(loss)):",
              "        if loss is not None and np.isinf(float(loss)):",
@@ -137,9 +138,15 @@ MUTATIONS = [
     Mutation("explain.py", "            if width * height > max_pixels:",
              "            if width * height > max_pixels and False:",
              "a picture larger than the limit is decoded", ("test_explain.py", "-k", "bad_image_files")),
-    Mutation("explain.py", "maps = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1)).numpy()",
-             "maps = tf.abs(tf.reduce_sum(weights * features, axis=-1)).numpy()",
+    Mutation("explain.py", "maps = np.maximum((weights * features).sum(axis=-1), 0)",
+             "maps = np.abs((weights * features).sum(axis=-1))",
              "Grad-CAM keeps negative evidence as if it were positive", ("test_explain.py", "-k", "grad_cam")),
+    Mutation("explain.py", "gradients = _gradient(lambda x: keras.ops.sum(logits(x) * chosen), features)",
+             "gradients = _gradient(lambda x: keras.ops.sum(keras.ops.softmax(logits(x)) * chosen), features)",
+             "Grad-CAM differentiates the probability instead of the logit", ("test_explain.py", "-k", "grad_cam")),
+    Mutation("training.py", "    check_images(images, labels, image_size=model.input_shape[1])\n    if flips:",
+             "    check_images(images, labels)\n    if flips:",
+             "evaluate accepts images of another size than the model's", ("test_model.py", "-k", "wrong_input")),
     Mutation("explain.py", "drops[:, i] = base[:, None] - chosen",
              "drops[:, i] = chosen - base[:, None]",
              "occlusion records the rise instead of the drop", ("test_explain.py", "-k", "occlusion")),
@@ -336,7 +343,7 @@ def main():
     environment["KERAS_HOME"] = os.path.join(scratch, ".keras")  # no cached dataset either
     if args.check:  # every selection runs a test and passes on the unchanged library
         baseline_failures = [m.meaning for m in chosen if subprocess.run(
-            _pytest_command(m), cwd=scratch, env=environment,
+            _pytest_command(m), cwd=scratch, env={**environment, "KERAS_BACKEND": m.backend},
             capture_output=True).returncode != 0]
         if baseline_failures:
             raise SystemExit(f"error: these selections fail on the unchanged library: "
@@ -350,7 +357,8 @@ def main():
             with open(path, "w") as f:
                 f.write(mutated)
             start = time.perf_counter()
-            result = subprocess.run(_pytest_command(mutation), cwd=scratch, env=environment,
+            result = subprocess.run(_pytest_command(mutation), cwd=scratch,
+                                    env={**environment, "KERAS_BACKEND": mutation.backend},
                                     capture_output=True, text=True)
             with open(path, "w") as f:
                 f.write(original)

@@ -1,7 +1,7 @@
 """The committed weights on Keras' three backends. Each backend runs in a fresh
 process (Keras chooses its backend when first imported); `make test` also runs
-the unit tests of the model, data, training, explanations and run directories
-on JAX and PyTorch (`BACKEND_TESTS` in the Makefile)."""
+the unit tests of the model, data, training, explanations, run directories and
+architectures on JAX and PyTorch (`BACKEND_TESTS` in the Makefile)."""
 
 import json
 import os
@@ -40,10 +40,16 @@ def _predict(backend):
     return np.array(answer["probabilities"])
 
 
+@pytest.fixture(scope="module")
+def tensorflows_predictions(real_cifar10):
+    return _predict("tensorflow")
+
+
 @pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_the_committed_weights_predict_alike_on_every_backend(real_cifar10, backend):
+def test_the_committed_weights_predict_alike_on_every_backend(tensorflows_predictions,
+                                                              backend):
     pytest.importorskip(backend)
-    reference, other = _predict("tensorflow"), _predict(backend)
+    reference, other = tensorflows_predictions, _predict(backend)
     assert reference.shape == (IMAGES, 10)
     # Measured on 1,000 test images: at most 1.7e-6 apart (JAX), 1.2e-6 (PyTorch).
     np.testing.assert_allclose(other, reference, atol=1e-5)

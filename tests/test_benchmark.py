@@ -57,3 +57,24 @@ def test_benchmark_measures_a_recipes_augmentation():
     lines = result.stdout.splitlines()
     assert lines[0].endswith("library augmentation: randaugment")
     assert any(line.startswith("input pipeline images/s") for line in lines)
+
+
+def test_benchmark_measures_the_backends_each_against_the_first():
+    env = {k: v for k, v in os.environ.items() if k != "CIFAR10_PATH"}  # random pixels
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--pairs", "1", "--steps", "1", "--warmup-steps", "1",
+         "--batch-size", "16", "--filters", "8", "--depth", "1",
+         "--paths", "tensorflow", "jax", "torch"],
+        env=env, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert re.search(r"Keras [\d.]+, jax [\d.]+, torch [\d.+a-z]+;", lines[1]), lines[1]
+    header = next(line for line in lines if line.startswith("median (min–max)"))
+    assert header.split()[-5:] == ["tensorflow", "jax", "torch", "jax/tensorflow",
+                                   "torch/tensorflow"]
+    assert re.fullmatch(r"pair 1: training [\d.]+ → [\d.]+ → [\d.]+ images/s "
+                        r"\(\d+\.\d\d×, \d+\.\d\d×\), inference \d+\.\d\d×, \d+\.\d\d×",
+                        next(line for line in lines if line.startswith("pair 1")))
+    assert [line.split(":")[0] for line in lines[-2:]] == [
+        "training speed of jax over tensorflow", "training speed of torch over tensorflow"]

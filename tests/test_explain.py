@@ -89,6 +89,32 @@ def test_grad_cam_keeps_only_positive_evidence_for_each_images_own_class():
     assert not cam.any()  # more red than blue everywhere: nothing raises class 1
 
 
+def test_grad_cam_weighs_the_classs_logit_not_its_probability():
+    # Class 0's logit is 8 × mean red, class 1's 8 × mean blue, class 2's 0.
+    # Blue takes probability from class 0 but leaves its logit as it is, so
+    # the red-and-blue half counts as much as the red-only half.
+    inputs = keras.Input((8, 8, 3))
+    identity = keras.initializers.Constant(np.eye(3).reshape(1, 1, 3, 3))
+    features = keras.layers.Conv2D(3, 1, use_bias=False, name="features",
+                                   kernel_initializer=identity)(
+        keras.layers.Rescaling(1 / 255)(inputs))
+    classifier = keras.layers.Dense(3, activation="softmax")
+    model = keras.Model(inputs, classifier(keras.layers.GlobalAveragePooling2D()(features)))
+    classifier.set_weights([np.array([[8.0, 0, 0], [0, 0, 0], [0, 8.0, 0]]), np.zeros(3)])
+    image = np.zeros((1, 8, 8, 3), "uint8")
+    image[0, :, :, 0] = 200  # red everywhere
+    image[0, :, 4:, 2] = 200  # and blue on the right
+    np.testing.assert_allclose(grad_cam(model, image, "features", class_index=0), 1.0,
+                               atol=1e-5)
+
+
+def test_grad_cam_refuses_a_layer_that_a_residual_connection_bypasses():
+    model = build_convmixer(filters=8, depth=1, kernel_size=3, patch_size=2)
+    images = np.zeros((1, 32, 32, 3), "uint8")
+    with pytest.raises(ValueError, match="'block1_depthwise_bn' is bypassed"):
+        grad_cam(model, images, "block1_depthwise_bn")
+
+
 def test_occlusion_is_negative_where_hiding_raises_the_class():
     drops = occlusion_sensitivity(_red_against_blue(), _red_left_blue_right(), class_index=0,
                                   patch_size=4, stride=4, fill=0)

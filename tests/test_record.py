@@ -269,7 +269,7 @@ def test_comparison_records_follow_the_protocol(run_dir):
     assert run_dir.name == (compare.grid_run_name(name, metrics["learning_rate"]) if grid
                             else name)
     assert metrics["learning_rate"] in compare.RATES
-    # The fast recipe at the budget, BatchNorm statistics re-estimated, plain layers.
+    # The fast recipe at the budget, with BatchNorm statistics re-estimated.
     sweep = ablations.BUDGETS[budget]
     expected = {**RECIPE_SETTINGS[sweep["recipe"]], "epochs": sweep["epochs"],
                 "bn_images": compare.BN_IMAGES, "learning_rate": metrics["learning_rate"]}

@@ -10,6 +10,7 @@ from convmixer_lib.model import build_convmixer
 from convmixer_lib.rundir import load_run_model, run_state
 from convmixer_lib.training import (
     TrainingDiverged,
+    distribution,
     evaluate,
     most_confident_mistakes,
     run_experiment,
@@ -270,3 +271,11 @@ def test_run_experiment_refuses_a_setting_out_of_range_before_writing(tmp_path, 
                        **{option: value})
     assert str(error.value) == message
     assert not (tmp_path / "run").exists()
+
+
+def test_several_devices_on_another_backend_than_tensorflow_are_refused():
+    if keras.backend.backend() == "tensorflow":
+        pytest.skip("tf.distribute is this backend's own (tests/test_devices.py)")
+    assert distribution().num_replicas_in_sync == distribution(1).num_replicas_in_sync == 1
+    with pytest.raises(ValueError, match=r"`devices`=2: .* needs the TensorFlow backend"):
+        distribution(2)
