@@ -18,7 +18,6 @@ measures it), so the library keeps it only as the `"randaugment"` choice of
 `make_dataset` that the book's first long run used.
 """
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -112,8 +111,11 @@ def _affine(image, row_x, row_y):
     """Sample `image` at input coordinates `row_x · (x, y, 1)`, `row_y · (x, y, 1)`
     of each output pixel (x, y), nearest pixel, zeros outside (torchvision's)."""
     transform = tf.cast(tf.stack([*row_x, *row_y, 0.0, 0.0]), tf.float32)
-    return keras.ops.image.affine_transform(
-        image[None], transform[None], interpolation="nearest", fill_mode="constant")[0]
+    # TensorFlow's op (what Keras' affine_transform calls on its TensorFlow
+    # backend), so that the policy runs in tf.data on any Keras backend.
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[None], transforms=transform[None], output_shape=tf.shape(image)[:2],
+        fill_value=0.0, interpolation="NEAREST", fill_mode="CONSTANT")[0]
 
 
 def _auto_contrast(image):
