@@ -140,9 +140,9 @@ def measure(path_name, args):
         model = build_convmixer(filters=args.filters, depth=args.depth)
         if path_name == "library":
             model = accelerate(model)
-        if path_name == "library" and acceleration_unavailable():
-            print(f"note: the library's path runs without its fast layers: "
-                  f"{acceleration_unavailable()}", file=sys.stderr)
+            if acceleration_unavailable():
+                print(f"note: the library's path runs without its fast layers: "
+                      f"{acceleration_unavailable()}", file=sys.stderr)
         dataset = make_dataset(images, labels, args.batch_size, training=True, seed=0,
                                augment=args.augment)
     model.compile(

@@ -27,8 +27,9 @@ def train_command(args, argv):
     print(f"Training images: {len(splits[0][0][: args.train_size])}, validation: "
           f"{len(splits[1][0])}, test: {len(splits[2][0])}")
     model = {key: getattr(args, key) for key in ("filters", "depth", "kernel_size", "patch_size")}
-    if args.accelerate and args.devices in (None, 1) and acceleration_unavailable():
-        print(f"note: training with Keras' own layers: {acceleration_unavailable()}")
+    unavailable = args.accelerate and args.devices in (None, 1) and acceleration_unavailable()
+    if unavailable:
+        print(f"note: training with Keras' own layers: {unavailable}")
     metrics = train_recipe(
         args.run_dir, splits, args.recipe, model=model, seed=args.seed,
         train_size=args.train_size, accelerated=args.accelerate, devices=args.devices,

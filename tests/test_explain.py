@@ -26,20 +26,26 @@ from convmixer_lib.model import build_convmixer, convmixer_config
 from convmixer_lib.rundir import save_plain_weights, write_json
 
 
-def _red_detector():
+def _colour_classifier(kernel):
     """8x8 images -> features = the image itself (layer "features") -> mean ->
-    class 0's logit is the mean of red; class 1's is 0."""
+    class logits = mean colour (red, green, blue) · `kernel` (3 × classes)."""
+    kernel = np.array(kernel, "float32")
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Rescaling(1 / 255)(inputs)
     identity = keras.initializers.Constant(np.eye(3).reshape(1, 1, 3, 3))
     features = keras.layers.Conv2D(3, 1, use_bias=False, name="features",
                                    kernel_initializer=identity)(x)
     pooled = keras.layers.GlobalAveragePooling2D()(features)
-    classifier = keras.layers.Dense(2, activation="softmax")
+    classifier = keras.layers.Dense(kernel.shape[1], activation="softmax")
     outputs = classifier(pooled)
     model = keras.Model(inputs, outputs)
-    classifier.set_weights([np.array([[8.0, 0], [0, 0], [0, 0]]), np.zeros(2)])
+    classifier.set_weights([kernel, np.zeros(kernel.shape[1])])
     return model
+
+
+def _red_detector():
+    """Class 0's logit is the mean of red; class 1's is 0."""
+    return _colour_classifier([[8.0, 0], [0, 0], [0, 0]])
 
 
 def test_grad_cam_of_a_red_detector_is_the_red_channel():
@@ -56,9 +62,7 @@ def _red_against_blue():
     """8x8 images -> features = the image (layer "features") -> mean -> class
     0's logit is 8 × (mean red - mean blue), class 1's the opposite: red is
     evidence for class 0 and against class 1, blue the reverse."""
-    model = _red_detector()
-    model.layers[-1].set_weights([np.array([[8.0, -8.0], [0, 0], [-8.0, 8.0]]), np.zeros(2)])
-    return model
+    return _colour_classifier([[8.0, -8.0], [0, 0], [-8.0, 8.0]])
 
 
 def _red_left_blue_right(count=1):
@@ -93,14 +97,7 @@ def test_grad_cam_weighs_the_classs_logit_not_its_probability():
     # Class 0's logit is 8 × mean red, class 1's 8 × mean blue, class 2's 0.
     # Blue takes probability from class 0 but leaves its logit as it is, so
     # the red-and-blue half counts as much as the red-only half.
-    inputs = keras.Input((8, 8, 3))
-    identity = keras.initializers.Constant(np.eye(3).reshape(1, 1, 3, 3))
-    features = keras.layers.Conv2D(3, 1, use_bias=False, name="features",
-                                   kernel_initializer=identity)(
-        keras.layers.Rescaling(1 / 255)(inputs))
-    classifier = keras.layers.Dense(3, activation="softmax")
-    model = keras.Model(inputs, classifier(keras.layers.GlobalAveragePooling2D()(features)))
-    classifier.set_weights([np.array([[8.0, 0, 0], [0, 0, 0], [0, 8.0, 0]]), np.zeros(3)])
+    model = _colour_classifier([[8.0, 0, 0], [0, 0, 0], [0, 8.0, 0]])
     image = np.zeros((1, 8, 8, 3), "uint8")
     image[0, :, :, 0] = 200  # red everywhere
     image[0, :, 4:, 2] = 200  # and blue on the right
