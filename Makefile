@@ -39,10 +39,14 @@ TEST_06_explain := -p RECORD_DIR $(RECORD) -p EVAL_SIZE 256 -p GALLERY 3 \
   -p EXPORT_DIR $(TEST_EXPORT)
 TEST_07_ablations := -p ABLATIONS_DIR $(abspath results/ablations) \
   -p FULL_ABLATIONS_DIR $(abspath results/ablations-full)
+TEST_A2_backends := -p RECORD_DIR $(RECORD) -p PREDICT_COUNT 16 -p FILTERS 16 -p DEPTH 1 \
+  -p BATCH_SIZE 16 -p STEPS 3 -p START_FILE $(abspath _build/runs/test-backends/start.keras) \
+  -p THROUGHPUT $(abspath results/throughput-backends.txt)
 
 # The unit tests of what a user runs on any Keras backend, run again on these,
-# and the chapters again on JAX, but chapter 4: its measurements took JAX's
-# slower CPU convolutions 12 minutes for its first 51 of 84 cells.
+# and the chapters again on JAX, but chapter 4 (its measurements took JAX's
+# slower CPU convolutions 12 minutes for its first 51 of 84 cells) and the
+# appendix on backends (it runs each backend in a process of its own already).
 OTHER_BACKENDS := jax torch
 JAX_NOTEBOOKS := 01_data 02_model 03_training 05_filters 06_explain 07_ablations \
   A1_faster_on_cpu
