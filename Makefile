@@ -39,8 +39,9 @@ TEST_06_explain := -p RECORD_DIR $(RECORD) -p EVAL_SIZE 256 -p GALLERY 3 \
   -p EXPORT_DIR $(TEST_EXPORT)
 TEST_07_ablations := -p ABLATIONS_DIR $(abspath results/ablations) \
   -p FULL_ABLATIONS_DIR $(abspath results/ablations-full)
+TEST_BACKENDS := $(abspath _build/runs/test-backends)
 TEST_A2_backends := -p RECORD_DIR $(RECORD) -p PREDICT_COUNT 16 -p FILTERS 16 -p DEPTH 1 \
-  -p BATCH_SIZE 16 -p STEPS 3 -p START_FILE $(abspath _build/runs/test-backends/start.keras) \
+  -p BATCH_SIZE 16 -p STEPS 3 -p START_FILE $(TEST_BACKENDS)/start.keras \
   -p THROUGHPUT $(abspath results/throughput-backends.txt)
 
 # The unit tests of what a user runs on any Keras backend, run again on these,
@@ -104,7 +105,7 @@ test: $(STAMP) $(IPYTHONDIR)/profile_default/ipython_kernel_config.py
 	$(BIN)/python -m pytest --nbval-lax tests
 	for backend in $(OTHER_BACKENDS); do \
 	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q $(BACKEND_TESTS) || exit 1; done
-	rm -rf $(TEST_RUN) $(TEST_EXPORT)
+	rm -rf $(TEST_RUN) $(TEST_EXPORT) $(TEST_BACKENDS)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q --nbval-lax \
 	  $(addprefix $(TEST_NOTEBOOKS)/,$(addsuffix .ipynb,$(JAX_NOTEBOOKS)))
 

@@ -9,8 +9,8 @@ process with `KERAS_BACKEND` set, and returns what the function returned.
 import json
 import os
 import subprocess
+import re
 import sys
-import time
 
 import keras
 
@@ -18,6 +18,10 @@ from .data import load_cifar10
 from .rundir import load_run_model
 
 BACKENDS = ("tensorflow", "jax", "torch")
+FUNCTIONS = ("predict_run", "train_steps")  # what `on_backend` calls
+# The processes compute on the CPU on every backend: on a GPU each backend
+# chooses its own faster, less precise arithmetic for convolutions by default.
+_CPU_ONLY = {"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}
 
 _PROGRAM = """
 import json, sys
@@ -35,11 +39,12 @@ print(json.dumps(answer))
 
 def on_backend(backend, function, *arguments):
     """Call `convmixer_lib.backends.<function>(*arguments)` in a new Python
-    process whose Keras runs on `backend`, and return the function's value.
+    process whose Keras runs on `backend`, on the CPU, and return the
+    function's value.
 
     Args:
-        backend: "tensorflow", "jax" or "torch".
-        function: "predict_run" or "train_steps".
+        backend: one of `BACKENDS`.
+        function: one of `FUNCTIONS`.
         arguments: the function's arguments; they and the value travel as JSON.
 
     Raises:
@@ -50,11 +55,11 @@ def on_backend(backend, function, *arguments):
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}.")
-    if function not in ("predict_run", "train_steps"):
-        raise ValueError(f"function must be 'predict_run' or 'train_steps', got {function!r}.")
+    if function not in FUNCTIONS:
+        raise ValueError(f"function must be one of {', '.join(FUNCTIONS)}, got {function!r}.")
     result = subprocess.run(
         [sys.executable, "-c", _PROGRAM, function, json.dumps(arguments)],
-        env={**os.environ, "KERAS_BACKEND": backend}, capture_output=True, text=True)
+        env={**os.environ, **_CPU_ONLY, "KERAS_BACKEND": backend}, capture_output=True, text=True)
     if result.returncode != 0:  # died without a Python exception
         raise RuntimeError(f"{function} on {backend}: the process ended with exit code "
                            f"{result.returncode}:\n{result.stderr[-3000:]}")
@@ -80,23 +85,24 @@ def train_steps(model_file, steps, batch_size, learning_rate=1e-3, weight_decay=
     their order and without augmentation, one `train_on_batch` per step.
 
     Returns:
-        {"losses": each step's cross-entropy on its batch, before the step's
-        update, "seconds": each step's wall-clock seconds (the first includes
-        building the step's graph or compiled function)}.
+        Each step's cross-entropy on its batch, computed before the step's
+        update: a list of `steps` floats.
     """
     (images, labels), _ = load_cifar10()
     model = keras.saving.load_model(model_file, compile=False)
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay),
         loss="sparse_categorical_crossentropy")
-    losses, seconds = [], []
+    losses = []
     for step in range(steps):
         batch = slice(step * batch_size, (step + 1) * batch_size)
-        start = time.perf_counter()
         logs = model.train_on_batch(images[batch], labels[batch], return_dict=True)
-        seconds.append(time.perf_counter() - start)
         losses.append(float(logs["loss"]))
-    return {"losses": losses, "seconds": seconds}
+    return losses
+
+
+# A figure of the table: a median and its range, "10.1 (6.2–10.8)" or "0.13× (0.12×–0.22×)".
+_FIGURE = re.compile(r"([\d.]+)×? \(([\d.]+)×?–([\d.]+)×?\)")
 
 
 def read_throughput(path):
@@ -110,25 +116,18 @@ def read_throughput(path):
     """
     with open(path, encoding="utf-8") as f:
         lines = f.read().splitlines()
-    label_width, column_width = 26, 24  # as throughput.py prints them
-    starts = [i for i, line in enumerate(lines) if line.startswith("median (min–max)")]
-    if not starts:
+    headers = [i for i, line in enumerate(lines) if line.startswith("median (min–max)")]
+    if not headers:
         raise ValueError(f"{path!r}: expected the output of benchmarks/throughput.py, "
                          "with its table of medians.")
-    columns = lines[starts[0]][label_width:].split()
+    columns = lines[headers[0]].split()[2:]
     table = {}
-    for line in lines[starts[0] + 1:]:
-        if line.startswith("pair "):
+    for line in lines[headers[0] + 1:]:
+        figures = _FIGURE.findall(line)
+        if len(figures) != len(columns):
             break
-        cells = [line[start:start + column_width] for start in
-                 range(label_width, label_width + column_width * len(columns), column_width)]
-        table[line[:label_width].strip()] = {
-            column: _median_range(cell) for column, cell in zip(columns, cells)}
+        label = line[:_FIGURE.search(line).start()].strip()
+        table[label] = {column: {"median": float(median), "min": float(low), "max": float(high)}
+                        for column, (median, low, high) in zip(columns, figures)}
     return table
 
-
-def _median_range(cell):
-    """'10.1 (6.2–10.8)' or '0.13× (0.12×–0.22×)' -> {"median": 10.1, "min": 6.2, "max": 10.8}"""
-    median, low_high = cell.replace("×", "").split(maxsplit=1)
-    low, high = low_high.strip("()").split("–")
-    return {"median": float(median), "min": float(low), "max": float(high)}

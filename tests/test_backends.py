@@ -5,6 +5,7 @@ data, training, explanations, run directories and architectures on JAX and
 PyTorch (`BACKEND_TESTS` in the Makefile)."""
 
 import os
+import re
 
 import keras
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from convmixer_lib.backends import on_backend, read_throughput
 from convmixer_lib.data import load_cifar10
 from convmixer_lib.model import build_convmixer
+from convmixer_lib.rundir import load_run_model
 from test_record import RECORD
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,7 +26,12 @@ IMAGES = 200
 
 @pytest.fixture(scope="module")
 def tensorflows_predictions(real_cifar10):
-    return np.array(on_backend("tensorflow", "predict_run", str(RECORD), IMAGES))
+    predictions = np.array(on_backend("tensorflow", "predict_run", str(RECORD), IMAGES))
+    # predict_run: the record's probabilities for the first test images.
+    _, (test_images, _) = real_cifar10
+    expected = load_run_model(RECORD).predict(test_images[:IMAGES], verbose=0)
+    np.testing.assert_allclose(predictions, expected, atol=1e-6)
+    return predictions
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
@@ -39,40 +46,48 @@ def test_the_committed_weights_predict_alike_on_every_backend(tensorflows_predic
     np.testing.assert_array_equal(other.argmax(axis=1), reference.argmax(axis=1))
 
 
+def _written_out_steps(start, images, labels, steps, batch_size, learning_rate, weight_decay):
+    model = keras.saving.load_model(start, compile=False)
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=learning_rate,
+                                                   weight_decay=weight_decay),
+                  loss="sparse_categorical_crossentropy")
+    return [model.train_on_batch(images[i * batch_size:(i + 1) * batch_size],
+                                 labels[i * batch_size:(i + 1) * batch_size])
+            for i in range(steps)]
+
+
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_train_steps_trains_with_adamw_on_the_first_batches_in_order(
         small_archive, tmp_path, monkeypatch, backend):
     pytest.importorskip(backend)
     path, _ = small_archive
     monkeypatch.setenv("CIFAR10_PATH", str(path))
-    steps, batch_size = 3, 8
+    steps, batch_size, rate, decay = 4, 8, 3e-2, 0.5
     keras.utils.set_random_seed(0)
     start = str(tmp_path / "start.keras")
     build_convmixer(filters=16, depth=1, kernel_size=3, patch_size=4).save(start)
-    result = on_backend(backend, "train_steps", start, steps, batch_size, 3e-3)
+    losses = on_backend(backend, "train_steps", start, steps, batch_size, rate, decay)
     # The same steps here, on TensorFlow, written out.
     (images, labels), _ = load_cifar10(path)
-    model = keras.saving.load_model(start, compile=False)
-    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=3e-3, weight_decay=1e-4),
-                  loss="sparse_categorical_crossentropy")
-    expected = [model.train_on_batch(images[i * batch_size:(i + 1) * batch_size],
-                                     labels[i * batch_size:(i + 1) * batch_size])
-                for i in range(steps)]
-    assert len(result["losses"]) == len(result["seconds"]) == steps
-    np.testing.assert_allclose(result["losses"], expected, rtol=1e-5)
-    assert len(set(result["losses"])) == steps  # each step sees new images and weights
+    expected = _written_out_steps(start, images, labels, steps, batch_size, rate, decay)
+    np.testing.assert_allclose(losses, expected, rtol=1e-5)
+    assert len(set(losses)) == steps  # each step sees new images and weights
+    # The weight decay shows in the losses, so Adam without it would not pass.
+    without_decay = _written_out_steps(start, images, labels, steps, batch_size, rate, 0.0)
+    assert not np.allclose(without_decay, expected, rtol=1e-5)
 
 
 def test_on_backend_refuses_an_unknown_backend_or_function():
     with pytest.raises(ValueError, match="backend must be one of tensorflow, jax, torch, got 'mxnet'"):
         on_backend("mxnet", "predict_run", ".", 1)
-    with pytest.raises(ValueError, match="function must be 'predict_run' or 'train_steps', got 'load_cifar10'"):
+    with pytest.raises(ValueError, match="function must be one of predict_run, train_steps, "
+                                         "got 'load_cifar10'"):
         on_backend("tensorflow", "load_cifar10")
 
 
 def test_on_backend_reports_the_failure_of_its_process(tmp_path):
-    with pytest.raises(RuntimeError, match=f"^predict_run on tensorflow: FileNotFoundError: "
-                                           f"'{tmp_path}/config.json' not found"):
+    message = f"predict_run on tensorflow: FileNotFoundError: '{tmp_path}/config.json' not found"
+    with pytest.raises(RuntimeError, match="^" + re.escape(message)):
         on_backend("tensorflow", "predict_run", str(tmp_path), 1)
 
 

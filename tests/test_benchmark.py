@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+from convmixer_lib.backends import read_throughput
+
 SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "throughput.py"
 
 
@@ -59,7 +61,7 @@ def test_benchmark_measures_a_recipes_augmentation():
     assert any(line.startswith("input pipeline images/s") for line in lines)
 
 
-def test_benchmark_measures_the_backends_each_against_the_first():
+def test_benchmark_measures_the_backends_each_against_the_first(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "CIFAR10_PATH"}  # random pixels
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--pairs", "1", "--steps", "1", "--warmup-steps", "1",
@@ -78,3 +80,12 @@ def test_benchmark_measures_the_backends_each_against_the_first():
                         next(line for line in lines if line.startswith("pair 1")))
     assert [line.split(":")[0] for line in lines[-2:]] == [
         "training speed of jax over tensorflow", "training speed of torch over tensorflow"]
+    # The appendix on backends reads this output.
+    output = tmp_path / "throughput.txt"
+    output.write_text(result.stdout)
+    table = read_throughput(output)
+    assert list(table) == ["training images/s", "inference images/s", "input pipeline images/s",
+                           "peak memory MiB", "machine GFLOP/s (matmul)"]
+    for row in table.values():
+        assert list(row) == ["tensorflow", "jax", "torch", "jax/tensorflow", "torch/tensorflow"]
+        assert all(f["min"] == f["median"] == f["max"] for f in row.values())  # one pair
