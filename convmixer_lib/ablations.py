@@ -22,18 +22,8 @@ from .flops import forward_flops
 from .model import build_convmixer
 from .recipes import train_recipe
 from .rundir import read_json, run_state
+from .settings import BUDGETS, check_names, configurations
 
-BASELINE = {"filters": 256, "depth": 8, "kernel_size": 5, "patch_size": 2}
-# One factor at a time around the baseline; the baseline's own value is not repeated.
-FACTORS = {
-    "kernel_size": [3, 7, 9],
-    "patch_size": [1, 4],
-    "depth": [4, 12],
-    "filters": [128, 384],
-    "residual": [False],
-    "activation": ["relu"],
-    "batchnorm_first": [True],
-}
 # How the book names each factor, and the changes that are not "<factor> <value>".
 FACTOR_NAMES = {"kernel_size": "kernel size", "patch_size": "patch size", "depth": "depth",
                 "filters": "width", "residual": "residual connection",
@@ -41,65 +31,11 @@ FACTOR_NAMES = {"kernel_size": "kernel size", "patch_size": "patch size", "depth
 CHANGE_NAMES = {("residual", False): "no residual connection",
                 ("activation", "relu"): "ReLU instead of GELU",
                 ("batchnorm_first", True): "BatchNorm before the activation"}
-BASELINE_SEEDS = (42, 1, 2)
-# The budgets, both the fast recipe's 4 epochs: "short" on the first 20,000
-# training images, "full" on all 45,000 (None): 2.25 times the images, 2.24
-# times the steps (`budget_steps`).
-BUDGETS = {
-    "short": {"recipe": "fast", "epochs": 4, "train_size": 20_000},
-    "full": {"recipe": "fast", "epochs": 4, "train_size": None},
-}
-# The configurations the full budget retrains, in training order: the
-# baseline's first two seeds, then the changes whose short-budget verdict goes
-# against the paper (small kernels ahead of large ones, 8 blocks ahead of 12)
-# or costs most (no residual connection).
-FULL_BUDGET_RUNS = ("baseline-seed42", "baseline-seed1", "kernel_size-9", "depth-12",
-                    "residual-False", "kernel_size-3")
-
-
-def configurations(budget="short"):
-    """Every configuration of the sweep at `budget`, in training order: the short
-    budget's baseline seeds first, then one factor at a time; the full budget's
-    as `FULL_BUDGET_RUNS` lists them.
-
-    Returns:
-        A list of dicts: `name` (the run directory's), `model` (the
-        `build_convmixer` arguments), `seed`, `factor` (the argument changed,
-        None for the baseline) and `value` (its value, None for the baseline).
-
-    Raises:
-        ValueError: if `budget` is not a key of `BUDGETS`.
-    """
-    if budget not in BUDGETS:
-        raise ValueError(f"`budget` must be one of {tuple(BUDGETS)}, got {budget!r}.")
-    runs = [{"name": f"baseline-seed{seed}", "model": dict(BASELINE), "seed": seed,
-             "factor": None, "value": None} for seed in BASELINE_SEEDS]
-    for factor, values in FACTORS.items():
-        for value in values:
-            runs.append({"name": f"{factor}-{value}", "model": {**BASELINE, factor: value},
-                         "seed": BASELINE_SEEDS[0], "factor": factor, "value": value})
-    if budget == "full":
-        by_name = {run["name"]: run for run in runs}
-        runs = [by_name[name] for name in FULL_BUDGET_RUNS]
-    return runs
 
 
 def parameter_count(model):
     """Trainable and non-trainable parameters of ConvMixer built with `model`'s arguments."""
     return build_convmixer(**model).count_params()
-
-
-def check_names(only, budget="short"):
-    """Refuse names in `only` that are not configurations of `budget`'s sweep.
-
-    Raises:
-        ValueError: naming the unknown names and the sweep's configurations.
-    """
-    names = [run["name"] for run in configurations(budget)]
-    unknown = set(only or ()) - set(names)
-    if unknown:
-        raise ValueError(f"no configurations named {sorted(unknown)}; the {budget} budget's "
-                         f"sweep has {names}.")
 
 
 def run_sweep(folder, splits, only=None, budget="short", verbose="auto"):

@@ -2,27 +2,37 @@
 no step needs a notebook."""
 
 import argparse
+import contextlib
+import os
 import shlex
 import sys
+import tempfile
 
-from .ablations import BASELINE_SEEDS, BUDGETS, check_names, configurations, run_sweep
 from .checks import SEED_LIMIT, int_argument, number_argument, positive_int_argument
-from .compare import FIRST_RATES, MODELS, run_comparison
-from .data import (
+from .settings import (
     AUGMENTATIONS,
+    BASELINE_SEEDS,
+    BUDGETS,
     CLASS_NAMES,
+    FIRST_RATES,
+    MODELS,
     RAND_AUGMENT_PREFIX,
+    RECIPES,
+    SCHEDULES,
     augmentation_argument,
-    load_splits,
+    check_names,
+    configurations,
 )
-from .explain import predict_images
-from .fast import accelerate, acceleration_unavailable
-from .recipes import RECIPES, train_recipe
-from .rundir import load_run_model
-from .training import SCHEDULES, TrainingDiverged, evaluate
+
+# The commands import the rest of the library, and with it TensorFlow, only
+# when they run: `--help` and a refused option answer before TensorFlow starts.
 
 
 def train_command(args, argv):
+    from .data import load_splits
+    from .fast import acceleration_unavailable
+    from .recipes import train_recipe
+
     splits = load_splits(args.data)
     print(f"Training images: {len(splits[0][0][: args.train_size])}, validation: "
           f"{len(splits[1][0])}, test: {len(splits[2][0])}")
@@ -48,6 +58,11 @@ def train_command(args, argv):
 
 
 def evaluate_command(args, argv):
+    from .data import load_splits
+    from .fast import accelerate
+    from .rundir import load_run_model
+    from .training import evaluate
+
     model = accelerate(load_run_model(args.run_dir))  # the same predictions, sooner
     _, _, (x_test, y_test) = load_splits(args.data)
     results = evaluate(model, x_test, y_test, args.batch_size)
@@ -57,6 +72,9 @@ def evaluate_command(args, argv):
 
 
 def predict_command(args, argv):
+    from .explain import predict_images
+    from .rundir import load_run_model
+
     model = load_run_model(args.run_dir)  # plain layers: no op to compile for a few images
     for result in predict_images(model, args.images, top=args.top, flips=args.flips):
         if result["note"]:
@@ -66,8 +84,10 @@ def predict_command(args, argv):
 
 
 def ablate_command(args, argv):
+    from .ablations import run_sweep
+    from .data import load_splits
+
     folder = args.folder or ABLATION_FOLDERS[args.budget]
-    check_names(args.only, args.budget)  # before the data are read
     trained = run_sweep(folder, load_splits(args.data), only=args.only, budget=args.budget,
                         verbose="auto" if sys.stdout.isatty() else 2)
     print(f"Trained {len(trained)} configurations; every finished one is in {folder}")
@@ -78,6 +98,9 @@ ABLATION_FOLDERS = {"short": "results/ablations", "full": "results/ablations-ful
 
 
 def compare_command(args, argv):
+    from .compare import run_comparison
+    from .data import load_splits
+
     chosen = run_comparison(args.folder, load_splits(args.data), only=args.only,
                             verbose="auto" if sys.stdout.isatty() else 2)
     rates = ", ".join(f"{model} {rate:g}" for model, rate in chosen.items())
@@ -105,7 +128,7 @@ def _parser():
     t.add_argument("--recipe", choices=RECIPES, default="example",
                    help="the settings below that are not given: 'example' as the Keras "
                    "example trains (10 epochs), 'fast' (4 epochs), 'fast3' (3 epochs), 'long' (25 epochs); see "
-                   "convmixer_lib/recipes.py (default: example)")
+                   "convmixer_lib/settings.py (default: example)")
     t.add_argument("--epochs", type=positive_int_argument, help="recipe's by default")
     t.add_argument("--batch-size", type=positive_int_argument, help="recipe's by default")
     t.add_argument("--train-size", type=positive_int_argument, default=None,
@@ -190,7 +213,7 @@ def _parser():
                                for budget, folder in ABLATION_FOLDERS.items()) + ")")
     a.add_argument("--only", nargs="+", metavar="NAME",
                    help="train only these configurations, e.g. baseline-seed42 kernel_size-9")
-    a.set_defaults(run=ablate_command)
+    a.set_defaults(run=ablate_command, check=lambda args: check_names(args.only, args.budget))
 
     c = commands.add_parser(
         "compare", parents=[data],
@@ -210,15 +233,47 @@ def _parser():
     return parser
 
 
+@contextlib.contextmanager
+def native_stderr_hidden():
+    """Send what is written to file descriptor 2 (stderr, C++ code included) to a
+    temporary file while the block runs; if the block raises, write it out
+    before the error propagates, so nothing that explains a failure is lost."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as hidden:
+        os.dup2(hidden.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            hidden.seek(0)
+            sys.stderr.write(hidden.read().decode(errors="replace"))
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def main(argv=None):
+    """Parse and check the arguments, start TensorFlow without the lines its C++
+    code writes while it starts (oneDNN, CUDA drivers; `TF_CPP_MIN_LOG_LEVEL`
+    does not silence them), then run the command."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = _parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "check", None):  # what the parser cannot check alone
+            args.check(args)
+        with native_stderr_hidden():
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # the devices' start-up lines, now
         args.run(args, argv)
     except (ValueError, OSError) as error:  # FileNotFoundError, ConnectionError, a held lock
         parser.exit(2, f"error: {error}\n")
-    except TrainingDiverged as error:
+    except FloatingPointError as error:  # training.TrainingDiverged
         parser.exit(1, f"error: {error}\n")
     except KeyboardInterrupt:
         resume = (" Run the same command again to resume from the last finished epoch."

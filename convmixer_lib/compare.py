@@ -18,29 +18,15 @@ tuned on ConvMixer. The models match in parameters, not in operations.
 
 import os
 
-from .ablations import BUDGETS
 from .architectures import build_model
 from .flops import forward_flops
 from .recipes import train_recipe
 from .rundir import read_json, run_state, write_json
+from .settings import BUDGETS, FIRST_RATES, MODELS, RATES
 from .training import TrainingDiverged
 
-# Each model's configuration for `architectures.build_model`, each within 15%
-# of ConvMixer-256/8's parameters. The three patch models embed the same 2x2
-# patches into 256 tokens and differ in how they mix them.
-MODELS = {
-    "convmixer": {"filters": 256, "depth": 8, "kernel_size": 5, "patch_size": 2},
-    "resnet": {"architecture": "resnet", "blocks_per_stage": 7, "widths": [16, 32, 64]},
-    "vit": {"architecture": "vit", "dim": 128, "depth": 4, "heads": 4, "mlp_dim": 256,
-            "patch_size": 2},
-    "mlp_mixer": {"architecture": "mlp_mixer", "dim": 128, "depth": 4, "token_mlp_dim": 64,
-                  "channel_mlp_dim": 512, "patch_size": 2},
-}
 MODEL_NAMES = {"convmixer": "ConvMixer-256/8", "resnet": "ResNet-44", "vit": "ViT-128/4",
                "mlp_mixer": "MLP-Mixer-128/4"}
-# Peak learning rates, half a decade apart; the search starts from the middle three.
-RATES = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
-FIRST_RATES = (0.001, 0.003, 0.01)
 SEED = 42
 # Every run validates and keeps its averaged weights with BatchNorm statistics
 # re-estimated on 5,120 training images, as the 3-epoch recipe does. Without,

@@ -1,6 +1,5 @@
 """CIFAR-10: loading, the example's train/validation split, and tf.data pipelines."""
 
-import argparse
 import gzip
 import importlib
 import io
@@ -14,12 +13,9 @@ import numpy as np
 import tensorflow as tf
 
 from .checks import check_positive_int
-from .randaugment import MAX_MAGNITUDE, rand_augment
+from .randaugment import rand_augment
+from .settings import rand_augment_magnitude
 
-CLASS_NAMES = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
 VALIDATION_SIZE = 5000
 BATCH_NAMES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 _FOLDER = "cifar-10-batches-py"
@@ -258,10 +254,6 @@ def check_images(images, labels=None, image_size=None):
         )
 
 
-AUGMENTATIONS = ("flip-translate", "randaugment", "none")
-# "randaugment-m12": torchvision's RandAugment at magnitude 12 of 30, as locuslab
-# trains (`randaugment.py`); any magnitude from 0 to 30 may be given.
-RAND_AUGMENT_PREFIX = "randaugment-m"
 # "randaugment": Keras' `RandAugment` layer with 2 of its 11 operations and
 # `factor` 0.1, which the book's first long run used. Its factor is not a
 # strength: it makes posterization keep 1 bit and solarization invert almost
@@ -314,32 +306,6 @@ def make_dataset(images, labels, batch_size=128, training=False, seed=None,
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-def rand_augment_magnitude(augment):
-    """The RandAugment magnitude named by `augment` ("randaugment-m12": 12), None
-    for the other augmentations (`AUGMENTATIONS`).
-
-    Raises:
-        ValueError: if `augment` names no augmentation.
-    """
-    if augment in AUGMENTATIONS:
-        return None
-    text = augment.removeprefix(RAND_AUGMENT_PREFIX) if isinstance(augment, str) else ""
-    if text != augment and text.isdigit() and int(text) <= MAX_MAGNITUDE:
-        return int(text)
-    raise ValueError(
-        f"`augment` must be one of {AUGMENTATIONS} or {RAND_AUGMENT_PREFIX}<magnitude> "
-        f"with a whole magnitude from 0 to {MAX_MAGNITUDE}, got {augment!r}.")
-
-
-def augmentation_argument(text):
-    """argparse type of an --augment option: a name `make_dataset` accepts."""
-    try:
-        rand_augment_magnitude(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return text
 
 
 def _rand_augmented_batches(dataset, count, batch_size, seed):

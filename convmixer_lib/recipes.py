@@ -1,8 +1,9 @@
 """Training recipes: the example's, and faster ones built from Keras' own pieces.
 
 A recipe is a dict of `run_experiment` settings plus the batch size and the
-augmentation of `make_dataset`. `train_recipe` (and `python -m convmixer_lib
-train --recipe NAME`) trains one; any setting given beside it replaces that one.
+augmentation of `make_dataset`; `settings.RECIPES` holds them by name.
+`train_recipe` (and `python -m convmixer_lib train --recipe NAME`) trains one;
+any setting given beside it replaces that one.
 """
 
 import keras
@@ -11,63 +12,11 @@ import numpy as np
 
 from .architectures import build_model
 from .checks import SEED_LIMIT, check_int
-from .data import CLASS_NAMES, make_dataset
+from .data import make_dataset
 from .fast import accelerate
+from .settings import CLASS_NAMES, RECIPES
 from .training import distribution, run_experiment
 
-RECIPES = {
-    # The Keras example's settings: a constant learning rate, flips, and the
-    # small shifts its RandomCrop(32, 32) meant but did not do (chapter 1).
-    "example": {
-        "epochs": 10,
-        "batch_size": 128,
-        "learning_rate": 1e-3,
-        "weight_decay": 1e-4,
-        "schedule": "constant",
-        "warmup": 0.0,
-        "label_smoothing": 0.0,
-        "ema": 0.0,
-        "bn_images": 0,
-        "augment": "flip-translate",
-    },
-    # The example's 10-epoch accuracy in 4 epochs: a 10× higher peak learning
-    # rate reached by a warm-up and annealed to 0, smoothed targets and
-    # averaged weights. Test-time flips are measured for every run.
-    "fast": {
-        "epochs": 4,
-        "batch_size": 128,
-        "learning_rate": 1e-2,
-        "weight_decay": 5e-3,
-        "schedule": "cosine",
-        "warmup": 0.25,
-        "label_smoothing": 0.1,
-        "ema": 0.99,
-        "bn_images": 0,
-        "augment": "flip-translate",
-    },
-    # 25 epochs after the ConvMixer authors' CIFAR-10 recipe for ConvMixer-256/8
-    # (github.com/locuslab/convmixer-cifar10, 92.6% test accuracy there: batch
-    # 512, AdamW peaking at 0.05 after 2/5 of the run, weight decay 0.005,
-    # torchvision's RandAugment with 2 operations at magnitude 12, flips), with
-    # the fast recipe's smoothed targets and averaged weights added, and
-    # BatchNorm statistics re-estimated for the averaged weights on 10 batches.
-    "long": {
-        "epochs": 25,
-        "batch_size": 512,
-        "learning_rate": 5e-2,
-        "weight_decay": 5e-3,
-        "schedule": "cosine",
-        "warmup": 0.4,
-        "label_smoothing": 0.1,
-        "ema": 0.99,
-        "bn_images": 5120,
-        "augment": "randaugment-m12",
-    },
-}
-# The fast recipe in 3 epochs, with BatchNorm statistics of its own for the
-# averaged weights: re-estimated on 5,120 training images (40 batches) before
-# every validation instead of borrowed from the raw weights.
-RECIPES["fast3"] = {**RECIPES["fast"], "epochs": 3, "bn_images": 5120}
 # Single changes to the 3-epoch recipe tried on validation, by the name of
 # their run directory `fast3-NAME`: twice the optimizer steps in the same
 # epochs, and no augmentation for a run too short to learn its images by heart.

@@ -25,8 +25,7 @@ from .rundir import (
     training_run,
     write_json,
 )
-
-SCHEDULES = ("constant", "cosine")
+from .settings import SCHEDULES
 
 
 def evaluate(model, images, labels, batch_size=128, flips=False):
@@ -450,7 +449,7 @@ def run_experiment(
     with the same settings, training resumes after its last finished epoch.
     Called inside `distribution(N).scope()` (with the model built there too),
     it trains on N devices; the count is recorded and part of the settings.
-    The defaults are the example's recipe; `recipes.RECIPES` holds faster ones.
+    The defaults are the example's recipe; `settings.RECIPES` holds faster ones.
 
     Args:
         model: an uncompiled model, e.g. from `build_convmixer`.

@@ -116,18 +116,55 @@ def test_ctrl_c_says_how_to_resume(monkeypatch, tmp_path, capsys):
         "interrupted. Run the same command again to resume from the last finished epoch.")
 
 
-def test_the_command_line_prints_its_own_lines_not_tensorflows_start_up_log():
-    result = subprocess.run([sys.executable, "-m", "convmixer_lib", "--help"],
-                            capture_output=True, text=True, check=True)
-    assert "train" in result.stdout and "compare" in result.stdout
-    assert result.stderr == ""  # no oneDNN, CUDA driver or absl lines
+def test_the_command_line_prints_its_own_lines_not_tensorflows_start_up_log(tmp_path):
+    # evaluate starts TensorFlow, then refuses the empty directory.
+    result = subprocess.run(
+        [sys.executable, "-m", "convmixer_lib", "evaluate", "--run-dir", str(tmp_path)],
+        capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (f"error: '{tmp_path}/config.json' not found: expected a run "
+                             "directory written by `run_experiment` or `python -m "
+                             "convmixer_lib train`.\n")  # no oneDNN, CUDA driver or absl lines
+
+
+REFUSED_BEFORE_TENSORFLOW = {
+    "help": (["--help"], 0, "{train,evaluate,predict,ablate,compare}"),
+    "train help": (["train", "--help"], 0, "--learning-rate LEARNING_RATE"),
+    "learning rate": (["train", "--run-dir", "r", "--learning-rate", "-1"], 2,
+                      "argument --learning-rate: expected a finite number > 0, got -1"),
+    "augmentation": (["train", "--run-dir", "r", "--augment", "randaugment-m31"], 2,
+                     "whole magnitude from 0 to 30, got 'randaugment-m31'"),
+    "configuration": (["ablate", "--only", "kernel_size-11"], 2,
+                      "no configurations named ['kernel_size-11']"),
+    "model": (["compare", "--only", "vgg"], 2, "argument --only: invalid choice: 'vgg'"),
+    "top": (["predict", "--run-dir", "r", "--top", "0", "x.png"], 2,
+            "argument --top: expected an integer from 1 to 10, got 0"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED_BEFORE_TENSORFLOW)
+def test_help_and_refused_options_answer_before_tensorflow_is_imported(case):
+    argv, code, message = REFUSED_BEFORE_TENSORFLOW[case]
+    program = textwrap.dedent(f"""
+        import sys
+        from convmixer_lib.cli import main
+        try:
+            main({argv!r})
+        except SystemExit as exit:
+            print("exit", exit.code)
+        print("imported:", *sorted({{"tensorflow", "keras", "matplotlib"}} & set(sys.modules)))
+    """)
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    assert message in result.stdout + result.stderr
+    assert result.stdout.splitlines()[-2:] == [f"exit {code}", "imported:"]
 
 
 @pytest.mark.parametrize("fails", [False, True])
 def test_hidden_start_up_lines_are_written_out_when_the_start_fails(fails):
     code = textwrap.dedent(f"""
         import os
-        from convmixer_lib.__main__ import native_stderr_hidden
+        from convmixer_lib.cli import native_stderr_hidden
         with native_stderr_hidden():
             os.write(2, b"a line from C++ code\\n")
             if {fails}:

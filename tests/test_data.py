@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from convmixer_lib.data import (
-    CLASS_NAMES,
     load_cifar10,
     load_splits,
     make_augmenter,
     make_dataset,
     split_validation,
 )
+from convmixer_lib.settings import CLASS_NAMES
 from conftest import IMAGES_PER_BATCH
 
 

@@ -11,16 +11,15 @@ import pytest
 from conftest import TINY, StopAtEpoch, easy_data, train_tiny
 from convmixer_lib.cli import _parser, main
 from convmixer_lib.model import build_convmixer
-from convmixer_lib.data import CLASS_NAMES
 from convmixer_lib.recipes import (
     FAST3_CHANGES,
     LEAVE_ONE_OUT,
-    RECIPES,
     leave_one_out,
     plot_smoothed_target,
     recipe_settings,
 )
 from convmixer_lib.rundir import load_run_model
+from convmixer_lib.settings import CLASS_NAMES, RECIPES
 from convmixer_lib.training import evaluate, learning_rate_schedule, reestimate_batchnorm
 
 
