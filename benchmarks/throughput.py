@@ -53,12 +53,12 @@ import tensorflow as tf
 from keras import layers
 
 from convmixer_lib.checks import positive_int_argument as positive
+from convmixer_lib.choices import augmentation_argument
 from convmixer_lib.data import load_cifar10, make_dataset
 from convmixer_lib.fast import accelerate, acceleration_unavailable
 from convmixer_lib.machine import vector_extensions
 from convmixer_lib.model import build_convmixer
 from convmixer_lib.rundir import environment
-from convmixer_lib.settings import augmentation_argument
 
 
 # --- The Keras example's code (Sayak Paul, 2021), unchanged but for parameters. ---

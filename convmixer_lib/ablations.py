@@ -18,11 +18,11 @@ import numpy as np
 from matplotlib.ticker import FixedLocator, NullFormatter, PercentFormatter
 from matplotlib.transforms import Bbox
 
+from .choices import BUDGETS, check_names, configurations
 from .flops import forward_flops
 from .model import build_convmixer
 from .recipes import train_recipe
 from .rundir import read_json, run_state
-from .settings import BUDGETS, check_names, configurations
 
 # How the book names each factor, and the changes that are not "<factor> <value>".
 FACTOR_NAMES = {"kernel_size": "kernel size", "patch_size": "patch size", "depth": "depth",

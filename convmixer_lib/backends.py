@@ -8,8 +8,8 @@ process with `KERAS_BACKEND` set, and returns what the function returned.
 
 import json
 import os
-import subprocess
 import re
+import subprocess
 import sys
 
 import keras
@@ -123,9 +123,11 @@ def read_throughput(path):
     columns = lines[headers[0]].split()[2:]
     table = {}
     for line in lines[headers[0] + 1:]:
+        if line.startswith("pair "):  # the table ends where the pairs begin
+            break
         figures = _FIGURE.findall(line)
         if len(figures) != len(columns):
-            break
+            raise ValueError(f"{path!r}: expected {len(columns)} figures in the row {line!r}.")
         label = line[:_FIGURE.search(line).start()].strip()
         table[label] = {column: {"median": float(median), "min": float(low), "max": float(high)}
                         for column, (median, low, high) in zip(columns, figures)}

@@ -9,7 +9,7 @@ import sys
 import tempfile
 
 from .checks import SEED_LIMIT, int_argument, number_argument, positive_int_argument
-from .settings import (
+from .choices import (
     AUGMENTATIONS,
     BASELINE_SEEDS,
     BUDGETS,
@@ -24,8 +24,9 @@ from .settings import (
     configurations,
 )
 
-# The commands import the rest of the library, and with it TensorFlow, only
-# when they run: `--help` and a refused option answer before TensorFlow starts.
+# Each command imports what it needs from the library when it runs, and `main`
+# starts TensorFlow just before, after parsing the arguments and running the
+# command's `check`: `--help` and a refused option answer before TensorFlow starts.
 
 
 def train_command(args, argv):
@@ -83,6 +84,10 @@ def predict_command(args, argv):
         print(f"{result['path']}: {shown}")
 
 
+def ablate_check(args):
+    check_names(args.only, args.budget)
+
+
 def ablate_command(args, argv):
     from .ablations import run_sweep
     from .data import load_splits
@@ -128,7 +133,7 @@ def _parser():
     t.add_argument("--recipe", choices=RECIPES, default="example",
                    help="the settings below that are not given: 'example' as the Keras "
                    "example trains (10 epochs), 'fast' (4 epochs), 'fast3' (3 epochs), 'long' (25 epochs); see "
-                   "convmixer_lib/settings.py (default: example)")
+                   "convmixer_lib/choices.py (default: example)")
     t.add_argument("--epochs", type=positive_int_argument, help="recipe's by default")
     t.add_argument("--batch-size", type=positive_int_argument, help="recipe's by default")
     t.add_argument("--train-size", type=positive_int_argument, default=None,
@@ -213,7 +218,7 @@ def _parser():
                                for budget, folder in ABLATION_FOLDERS.items()) + ")")
     a.add_argument("--only", nargs="+", metavar="NAME",
                    help="train only these configurations, e.g. baseline-seed42 kernel_size-9")
-    a.set_defaults(run=ablate_command, check=lambda args: check_names(args.only, args.budget))
+    a.set_defaults(run=ablate_command, check=ablate_check)
 
     c = commands.add_parser(
         "compare", parents=[data],
@@ -264,7 +269,7 @@ def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        if getattr(args, "check", None):  # what the parser cannot check alone
+        if hasattr(args, "check"):  # what the parser cannot check alone
             args.check(args)
         with native_stderr_hidden():
             import tensorflow as tf
@@ -273,7 +278,7 @@ def main(argv=None):
         args.run(args, argv)
     except (ValueError, OSError) as error:  # FileNotFoundError, ConnectionError, a held lock
         parser.exit(2, f"error: {error}\n")
-    except FloatingPointError as error:  # training.TrainingDiverged
+    except FloatingPointError as error:  # training.TrainingDiverged, or another non-finite number
         parser.exit(1, f"error: {error}\n")
     except KeyboardInterrupt:
         resume = (" Run the same command again to resume from the last finished epoch."

@@ -19,10 +19,10 @@ tuned on ConvMixer. The models match in parameters, not in operations.
 import os
 
 from .architectures import build_model
+from .choices import BUDGETS, FIRST_RATES, MODELS, RATES
 from .flops import forward_flops
 from .recipes import train_recipe
 from .rundir import read_json, run_state, write_json
-from .settings import BUDGETS, FIRST_RATES, MODELS, RATES
 from .training import TrainingDiverged
 
 MODEL_NAMES = {"convmixer": "ConvMixer-256/8", "resnet": "ResNet-44", "vit": "ViT-128/4",

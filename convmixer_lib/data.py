@@ -13,8 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 from .checks import check_positive_int
+from .choices import rand_augment_magnitude
 from .randaugment import rand_augment
-from .settings import rand_augment_magnitude
 
 VALIDATION_SIZE = 5000
 BATCH_NAMES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)

@@ -14,8 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from .checks import check_int
+from .choices import CLASS_NAMES
 from .data import check_images
-from .settings import CLASS_NAMES
 
 
 def grad_cam(model, images, layer_name, class_index=None):

@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from .choices import CLASS_NAMES
 from .model import STEM_CONV, convmixer_config, depthwise_conv_name
-from .settings import CLASS_NAMES
 
 
 def _grid(count, columns, panel_size):

@@ -21,7 +21,7 @@ measures it), so the library keeps it only as the `"randaugment"` choice of
 import numpy as np
 import tensorflow as tf
 
-from .settings import MAX_MAGNITUDE
+from .choices import MAX_MAGNITUDE
 
 OPERATIONS = (
     "identity", "shear_x", "shear_y", "translate_x", "translate_y", "rotate",

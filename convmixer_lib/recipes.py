@@ -1,7 +1,7 @@
 """Training recipes: the example's, and faster ones built from Keras' own pieces.
 
 A recipe is a dict of `run_experiment` settings plus the batch size and the
-augmentation of `make_dataset`; `settings.RECIPES` holds them by name.
+augmentation of `make_dataset`; `choices.RECIPES` holds them by name.
 `train_recipe` (and `python -m convmixer_lib train --recipe NAME`) trains one;
 any setting given beside it replaces that one.
 """
@@ -12,9 +12,9 @@ import numpy as np
 
 from .architectures import build_model
 from .checks import SEED_LIMIT, check_int
+from .choices import CLASS_NAMES, RECIPES
 from .data import make_dataset
 from .fast import accelerate
-from .settings import CLASS_NAMES, RECIPES
 from .training import distribution, run_experiment
 
 # Single changes to the 3-epoch recipe tried on validation, by the name of

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from .architectures import model_config
 from .checks import SEED_LIMIT, check_int, check_number, check_positive_int
+from .choices import SCHEDULES
 from .data import check_images
 from .explain import predict_with_flips
 from .rundir import (
@@ -25,7 +26,6 @@ from .rundir import (
     training_run,
     write_json,
 )
-from .settings import SCHEDULES
 
 
 def evaluate(model, images, labels, batch_size=128, flips=False):
@@ -449,7 +449,7 @@ def run_experiment(
     with the same settings, training resumes after its last finished epoch.
     Called inside `distribution(N).scope()` (with the model built there too),
     it trains on N devices; the count is recorded and part of the settings.
-    The defaults are the example's recipe; `settings.RECIPES` holds faster ones.
+    The defaults are the example's recipe; `choices.RECIPES` holds faster ones.
 
     Args:
         model: an uncompiled model, e.g. from `build_convmixer`.

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from matplotlib.transforms import Bbox
 
-from convmixer_lib import ablations, settings
+from convmixer_lib import ablations, choices
 from convmixer_lib.data import load_splits
 from convmixer_lib.flops import forward_flops
 from convmixer_lib.model import build_convmixer, convmixer_config
@@ -28,16 +28,16 @@ def close_figures():
 
 
 def test_every_factor_of_the_design_is_varied_alone_around_the_baseline():
-    runs = settings.configurations()
+    runs = choices.configurations()
     names = [run["name"] for run in runs]
     assert len(set(names)) == len(names) == 15
     baseline = [run for run in runs if run["name"].startswith("baseline")]
     assert [run["seed"] for run in baseline] == [42, 1, 2]
-    assert all(run["model"] == settings.BASELINE and run["factor"] is None
+    assert all(run["model"] == choices.BASELINE and run["factor"] is None
                and run["value"] is None for run in baseline)
     varied = {}
     for run in runs[3:]:
-        changed = {k: v for k, v in run["model"].items() if settings.BASELINE.get(k) != v}
+        changed = {k: v for k, v in run["model"].items() if choices.BASELINE.get(k) != v}
         assert changed == {run["factor"]: run["value"]} and run["seed"] == 42, run["name"]
         assert run["name"] == f"{run['factor']}-{run['value']}"
         assert run["factor"] in ablations.FACTOR_NAMES
@@ -54,8 +54,8 @@ def _count_by_hand(filters, depth, kernel_size, patch_size, **_):
     return stem + depth * block + h * 10 + 10
 
 
-@pytest.mark.parametrize("model", [run["model"] for run in settings.configurations()],
-                         ids=[run["name"] for run in settings.configurations()])
+@pytest.mark.parametrize("model", [run["model"] for run in choices.configurations()],
+                         ids=[run["name"] for run in choices.configurations()])
 def test_parameter_count_of_every_configuration(model):
     assert ablations.parameter_count(model) == _count_by_hand(**model)
     rebuilt = build_convmixer(**convmixer_config(build_convmixer(**model)))
@@ -63,20 +63,20 @@ def test_parameter_count_of_every_configuration(model):
 
 
 def test_the_baseline_is_convmixer_256_8():
-    assert ablations.parameter_count(settings.BASELINE) == 602_890
+    assert ablations.parameter_count(choices.BASELINE) == 602_890
 
 
 @pytest.fixture
 def tiny_sweep(monkeypatch, small_archive):
-    monkeypatch.setattr(settings, "BASELINE",
+    monkeypatch.setattr(choices, "BASELINE",
                         {"filters": 8, "depth": 1, "kernel_size": 3, "patch_size": 4})
-    monkeypatch.setattr(settings, "FACTORS", {"kernel_size": [5], "residual": [False]})
-    monkeypatch.setattr(settings, "BASELINE_SEEDS", (0,))
+    monkeypatch.setattr(choices, "FACTORS", {"kernel_size": [5], "residual": [False]})
+    monkeypatch.setattr(choices, "BASELINE_SEEDS", (0,))
     budgets = {"short": {"recipe": "fast", "epochs": 1, "train_size": 64},
                "full": {"recipe": "fast", "epochs": 1, "train_size": None}}
-    for module in (settings, ablations):  # configurations() reads settings', run_sweep ablations'
+    for module in (choices, ablations):  # configurations() reads choices', run_sweep ablations'
         monkeypatch.setattr(module, "BUDGETS", budgets)
-    monkeypatch.setattr(settings, "FULL_BUDGET_RUNS", ("residual-False", "baseline-seed0"))
+    monkeypatch.setattr(choices, "FULL_BUDGET_RUNS", ("residual-False", "baseline-seed0"))
     path, _ = small_archive
     return load_splits(path)
 
@@ -85,7 +85,7 @@ def test_a_sweep_trains_each_configuration_once_and_records_what_it_changed(
         tiny_sweep, tmp_path):
     names = ["baseline-seed0", "kernel_size-5", "residual-False"]
     assert ablations.run_sweep(tmp_path, tiny_sweep, verbose=0) == names
-    for run in settings.configurations():
+    for run in choices.configurations():
         name, model = run["name"], run["model"]
         metrics = json.loads((tmp_path / name / "metrics.json").read_text())
         assert metrics["ablation"] == name and metrics["recipe"] == "fast"
@@ -119,18 +119,18 @@ def test_the_full_budget_retrains_its_configurations_on_every_training_image(
     with pytest.raises(ValueError, match="the full budget's sweep has"):
         ablations.run_sweep(tmp_path, tiny_sweep, only=["kernel_size-5"], budget="full")
     with pytest.raises(ValueError, match="`budget` must be one of"):
-        settings.configurations("long")
+        choices.configurations("long")
 
 
 def test_the_full_budget_retrains_the_changes_that_matter_with_two_baseline_seeds():
-    runs = settings.configurations("full")
-    assert [run["name"] for run in runs] == list(settings.FULL_BUDGET_RUNS)
-    short = {run["name"]: run for run in settings.configurations()}
+    runs = choices.configurations("full")
+    assert [run["name"] for run in runs] == list(choices.FULL_BUDGET_RUNS)
+    short = {run["name"]: run for run in choices.configurations()}
     assert all(run == short[run["name"]] for run in runs)
     assert {run["seed"] for run in runs if run["factor"] is None} == {42, 1}
     assert {(run["factor"], run["value"]) for run in runs if run["factor"]} == {
         ("kernel_size", 3), ("kernel_size", 9), ("depth", 12), ("residual", False)}
-    short, full = settings.BUDGETS["short"], settings.BUDGETS["full"]
+    short, full = choices.BUDGETS["short"], choices.BUDGETS["full"]
     assert {**short, "train_size": None} == full and short["train_size"] == 20_000
 
 

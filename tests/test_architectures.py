@@ -9,6 +9,7 @@ import pytest
 
 from conftest import easy_data
 from convmixer_lib.architectures import build_model, model_config
+from convmixer_lib.choices import MODELS
 from convmixer_lib.data import make_dataset
 from convmixer_lib.fast import accelerate, acceleration_unavailable
 from convmixer_lib.flops import forward_flops
@@ -16,7 +17,6 @@ from convmixer_lib.mlp_mixer import build_mlp_mixer
 from convmixer_lib.model import build_convmixer, convmixer_config
 from convmixer_lib.resnet import build_resnet
 from convmixer_lib.rundir import load_run_model
-from convmixer_lib.settings import MODELS
 from convmixer_lib.training import run_experiment
 from convmixer_lib.vit import build_vit
 

@@ -10,6 +10,7 @@ import re
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from convmixer_lib.backends import on_backend, read_throughput
 from convmixer_lib.data import load_cifar10
@@ -26,12 +27,15 @@ IMAGES = 200
 
 @pytest.fixture(scope="module")
 def tensorflows_predictions(real_cifar10):
-    predictions = np.array(on_backend("tensorflow", "predict_run", str(RECORD), IMAGES))
-    # predict_run: the record's probabilities for the first test images.
+    return np.array(on_backend("tensorflow", "predict_run", str(RECORD), IMAGES))
+
+
+def test_predict_run_gives_the_records_probabilities_of_the_first_test_images(
+        tensorflows_predictions, real_cifar10):
     _, (test_images, _) = real_cifar10
-    expected = load_run_model(RECORD).predict(test_images[:IMAGES], verbose=0)
-    np.testing.assert_allclose(predictions, expected, atol=1e-6)
-    return predictions
+    with tf.device("/CPU:0"):  # as in on_backend's processes
+        expected = load_run_model(RECORD).predict(test_images[:IMAGES], verbose=0)
+    np.testing.assert_allclose(tensorflows_predictions, expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])

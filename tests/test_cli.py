@@ -137,6 +137,8 @@ REFUSED_BEFORE_TENSORFLOW = {
                      "whole magnitude from 0 to 30, got 'randaugment-m31'"),
     "configuration": (["ablate", "--only", "kernel_size-11"], 2,
                       "no configurations named ['kernel_size-11']"),
+    "configuration of the budget": (["ablate", "--budget", "full", "--only", "kernel_size-5"], 2,
+                                    "no configurations named ['kernel_size-5']; the full budget's"),
     "model": (["compare", "--only", "vgg"], 2, "argument --only: invalid choice: 'vgg'"),
     "top": (["predict", "--run-dir", "r", "--top", "0", "x.png"], 2,
             "argument --top: expected an integer from 1 to 10, got 0"),

@@ -9,9 +9,9 @@ import pathlib
 import pytest
 
 from test_architectures import TINY_MODELS
-from convmixer_lib import compare, settings
+from convmixer_lib import choices, compare
+from convmixer_lib.choices import RECIPES
 from convmixer_lib.data import load_splits
-from convmixer_lib.settings import RECIPES
 from convmixer_lib.training import TrainingDiverged
 
 
@@ -68,10 +68,10 @@ def test_a_diverging_grid_run_counts_as_the_worst_rate_and_is_not_trained_again(
 
 
 def test_every_model_starts_from_the_same_rates():
-    assert set(settings.FIRST_RATES) < set(settings.RATES)
-    assert set(settings.MODELS) == set(compare.MODEL_NAMES) == {
+    assert set(choices.FIRST_RATES) < set(choices.RATES)
+    assert set(choices.MODELS) == set(compare.MODEL_NAMES) == {
         "convmixer", "resnet", "vit", "mlp_mixer"}
-    assert settings.MODELS["convmixer"] == settings.BASELINE
+    assert choices.MODELS["convmixer"] == choices.BASELINE
 
 
 def test_describe_models_counts_each_models_own_parameters_and_flops():

@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 
+from convmixer_lib.choices import CLASS_NAMES
 from convmixer_lib.data import (
     load_cifar10,
     load_splits,
@@ -12,7 +13,6 @@ from convmixer_lib.data import (
     make_dataset,
     split_validation,
 )
-from convmixer_lib.settings import CLASS_NAMES
 from conftest import IMAGES_PER_BATCH
 
 

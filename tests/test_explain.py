@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from conftest import TINY
+from convmixer_lib.choices import CLASS_NAMES
 from convmixer_lib.cli import main
 from convmixer_lib.explain import (
     export_model,
@@ -23,7 +24,6 @@ from convmixer_lib.explain import (
 )
 from convmixer_lib.model import build_convmixer, convmixer_config
 from convmixer_lib.rundir import save_plain_weights, write_json
-from convmixer_lib.settings import CLASS_NAMES
 
 
 def _colour_classifier(kernel):

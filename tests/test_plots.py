@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from convmixer_lib import plots
+from convmixer_lib.choices import CLASS_NAMES
 from convmixer_lib.model import build_convmixer
-from convmixer_lib.settings import CLASS_NAMES
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageEnhance, ImageOps
 
+from convmixer_lib.choices import rand_augment_magnitude
 from convmixer_lib.data import make_dataset
 from convmixer_lib.randaugment import (
     OPERATIONS,
@@ -18,7 +19,6 @@ from convmixer_lib.randaugment import (
     operation_strengths,
     rand_augment,
 )
-from convmixer_lib.settings import rand_augment_magnitude
 
 MAGNITUDE = 12  # locuslab's, and the long recipe's
 

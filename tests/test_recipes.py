@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY, StopAtEpoch, easy_data, train_tiny
+from convmixer_lib.choices import CLASS_NAMES, RECIPES
 from convmixer_lib.cli import _parser, main
 from convmixer_lib.model import build_convmixer
 from convmixer_lib.recipes import (
@@ -19,7 +20,6 @@ from convmixer_lib.recipes import (
     recipe_settings,
 )
 from convmixer_lib.rundir import load_run_model
-from convmixer_lib.settings import CLASS_NAMES, RECIPES
 from convmixer_lib.training import evaluate, learning_rate_schedule, reestimate_batchnorm
 
 

@@ -12,14 +12,14 @@ import h5py
 import numpy as np
 import pytest
 
-from convmixer_lib import compare, settings
+from convmixer_lib import choices, compare
 from convmixer_lib.architectures import build_model, model_config
+from convmixer_lib.choices import RECIPES as RECIPE_SETTINGS
 from convmixer_lib.cli import ABLATION_FOLDERS
 from convmixer_lib.fast import accelerate
 from convmixer_lib.model import build_convmixer, convmixer_config
 from convmixer_lib.recipes import EXAMPLE_TEST_ACCURACY, FAST3_CHANGES, LEAVE_ONE_OUT
 from convmixer_lib.rundir import ADDED_SETTINGS, load_run_model, read_json
-from convmixer_lib.settings import RECIPES as RECIPE_SETTINGS
 from convmixer_lib.training import evaluate
 
 RESULTS = pathlib.Path(__file__).resolve().parent.parent / "results"
@@ -58,16 +58,16 @@ def test_every_run_in_results_is_listed():
                              if budget == "short" or folder.is_dir()),
          *(["comparison"] if COMPARISON.is_dir() else [])])
     if COMPARISON.is_dir():
-        assert {p.name for p in COMPARISON.iterdir()} <= {"grid", *settings.MODELS}
+        assert {p.name for p in COMPARISON.iterdir()} <= {"grid", *choices.MODELS}
     listed = {"fast", "fast3", "long", FIRST_LONG.name,
               *(f"fast-without-{name}" for name in LEAVE_ONE_OUT),
               *(f"fast3-{name}" for name in FAST3_CHANGES)}
     assert {p.name for p in RECIPES.iterdir() if p.is_dir()} <= listed
     # Every configuration of the short budget's sweep has its record: chapter 7
     # reads them all; the full budget's records are among its configurations.
-    sweep = {run["name"] for run in settings.configurations()}
+    sweep = {run["name"] for run in choices.configurations()}
     assert {p.name for p in ABLATIONS["short"].iterdir()} == sweep
-    full = {run["name"] for run in settings.configurations("full")}
+    full = {run["name"] for run in choices.configurations("full")}
     if ABLATIONS["full"].is_dir():
         assert {p.name for p in ABLATIONS["full"].iterdir()} <= full
 
@@ -222,7 +222,7 @@ def test_recipe_weights_reach_the_recorded_test_accuracy(run_dir, real_cifar10):
 
 def _ablation_runs():
     return [(budget, run) for budget, folder in ABLATIONS.items() if folder.is_dir()
-            for run in settings.configurations(budget) if (folder / run["name"]).is_dir()]
+            for run in choices.configurations(budget) if (folder / run["name"]).is_dir()]
 
 
 @pytest.mark.parametrize("budget, run", _ablation_runs(),
@@ -235,7 +235,7 @@ def test_ablation_records_agree_with_the_sweep_and_themselves(budget, run):
     assert files == {"config.json", "history.json", "metrics.json", "run.json"}
     history = read_json(run_dir / "history.json")
     settings, metrics = recorded_settings(run_dir)
-    sweep = settings.BUDGETS[budget]
+    sweep = choices.BUDGETS[budget]
     assert {key: settings[key] for key in RECIPE_SETTINGS[sweep["recipe"]]} == {
         **RECIPE_SETTINGS[sweep["recipe"]], "epochs": sweep["epochs"]}
     assert {key: metrics[key] for key in settings} == settings
@@ -251,7 +251,7 @@ def test_ablation_records_agree_with_the_sweep_and_themselves(budget, run):
 
 def _comparison_runs():
     grid = sorted((COMPARISON / "grid").iterdir()) if (COMPARISON / "grid").is_dir() else []
-    return grid + [COMPARISON / name for name in settings.MODELS if (COMPARISON / name).is_dir()]
+    return grid + [COMPARISON / name for name in choices.MODELS if (COMPARISON / name).is_dir()]
 
 
 @pytest.mark.parametrize("run_dir", _comparison_runs(), ids=lambda path: path.name)
@@ -264,9 +264,9 @@ def test_comparison_records_follow_the_protocol(run_dir):
     assert budget == ("short" if grid else "full")
     assert run_dir.name == (compare.grid_run_name(name, metrics["learning_rate"]) if grid
                             else name)
-    assert metrics["learning_rate"] in settings.RATES
+    assert metrics["learning_rate"] in choices.RATES
     # The fast recipe at the budget, with BatchNorm statistics re-estimated.
-    sweep = settings.BUDGETS[budget]
+    sweep = choices.BUDGETS[budget]
     expected = {**RECIPE_SETTINGS[sweep["recipe"]], "epochs": sweep["epochs"],
                 "bn_images": compare.BN_IMAGES, "learning_rate": metrics["learning_rate"]}
     assert {key: settings[key] for key in expected} == expected
@@ -275,7 +275,7 @@ def test_comparison_records_follow_the_protocol(run_dir):
     # Grid runs never see the test images; the full-budget run is tested once.
     assert (metrics["train_images"], metrics["validation_images"], metrics["test_images"]) == (
         sweep["train_size"] or 45_000, 5_000, 0 if grid else 10_000)
-    model = build_model(settings.MODELS[name])
+    model = build_model(choices.MODELS[name])
     assert metrics["model"] == read_json(run_dir / "config.json") == model_config(model)
     history = read_json(run_dir / "history.json")
     if grid:
