@@ -1,7 +1,7 @@
-"""What a run can be asked for, as plain Python values: CIFAR-10's class
-names, the augmentations, learning-rate schedules and training recipes, the
-ablation sweep's budgets and configurations, and the compared models with
-their learning-rate grid.
+"""What a run can be asked for, as plain Python values and the few functions
+that check a choice against them: CIFAR-10's class names, the augmentations,
+learning-rate schedules and training recipes, the ablation sweep's budgets and
+configurations, and the compared models with their learning-rate grid.
 
 Nothing here imports TensorFlow, Keras or Matplotlib, so the command line
 checks its options against these values, and answers `--help`, before it
