@@ -52,8 +52,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from convmixer_lib.checks import positive_int_argument as positive
-from convmixer_lib.choices import augmentation_argument
+from convmixer_lib.checks import augmentation_argument, positive_int_argument as positive
 from convmixer_lib.data import load_cifar10, make_dataset
 from convmixer_lib.fast import accelerate, acceleration_unavailable
 from convmixer_lib.machine import vector_extensions

@@ -10,6 +10,8 @@ import argparse
 import math
 import numbers
 
+from .choices import rand_augment_magnitude
+
 # Seeds of Keras, NumPy and TensorFlow: integers from 0 below 2**32.
 SEED_LIMIT = 2**32
 
@@ -81,3 +83,12 @@ def int_argument(minimum, limit=None):
 
 
 positive_int_argument = int_argument(1)
+
+
+def augmentation_argument(text):
+    """argparse type of an --augment option: a name `make_dataset` accepts."""
+    try:
+        rand_augment_magnitude(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text

@@ -9,8 +9,6 @@ imports them (TensorFlow alone takes seconds to start). The modules that use
 them (`data`, `recipes`, `ablations`, `compare`, ...) import them from here.
 """
 
-import argparse
-
 CLASS_NAMES = (
     "airplane", "automobile", "bird", "cat", "deer",
     "dog", "frog", "horse", "ship", "truck",
@@ -38,15 +36,6 @@ def rand_augment_magnitude(augment):
     raise ValueError(
         f"`augment` must be one of {AUGMENTATIONS} or {RAND_AUGMENT_PREFIX}<magnitude> "
         f"with a whole magnitude from 0 to {MAX_MAGNITUDE}, got {augment!r}.")
-
-
-def augmentation_argument(text):
-    """argparse type of an --augment option: a name `make_dataset` accepts."""
-    try:
-        rand_augment_magnitude(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return text
 
 
 SCHEDULES = ("constant", "cosine")

@@ -8,7 +8,13 @@ import shlex
 import sys
 import tempfile
 
-from .checks import SEED_LIMIT, int_argument, number_argument, positive_int_argument
+from .checks import (
+    SEED_LIMIT,
+    augmentation_argument,
+    int_argument,
+    number_argument,
+    positive_int_argument,
+)
 from .choices import (
     AUGMENTATIONS,
     BASELINE_SEEDS,
@@ -19,7 +25,6 @@ from .choices import (
     RAND_AUGMENT_PREFIX,
     RECIPES,
     SCHEDULES,
-    augmentation_argument,
     check_names,
     configurations,
 )
