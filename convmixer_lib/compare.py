@@ -18,6 +18,9 @@ tuned on ConvMixer. The models match in parameters, not in operations.
 
 import os
 
+import matplotlib.pyplot as plt
+from matplotlib.ticker import PercentFormatter
+
 from .architectures import build_model
 from .choices import BUDGETS, FIRST_RATES, MODELS, RATES
 from .flops import forward_flops
@@ -159,13 +162,23 @@ def describe_models():
 
     Returns:
         A list of dicts, one per model of `MODELS`: `model` (its key), `name`,
-        `config`, `parameters` and `flops` (forward floating-point operations
+        `config`, `input` (what the first layer sees, in words: "2×2
+        patches" or ResNet's "3×3 convolutions"), `blocks` (residual blocks),
+        `width` (channels or token width, a string: ResNet's stages give
+        three), `parameters` and `flops` (forward floating-point operations
         per image, `flops.forward_flops`).
     """
     rows = []
     for model, config in MODELS.items():
         built = build_model(config)
-        rows.append({"model": model, "name": MODEL_NAMES[model], "config": config,
+        if config.get("architecture") == "resnet":
+            shape = {"input": "3×3 convolutions", "blocks": 3 * config["blocks_per_stage"],
+                     "width": "–".join(str(width) for width in config["widths"])}
+        else:
+            patch = config["patch_size"]
+            shape = {"input": f"{patch}×{patch} patches", "blocks": config["depth"],
+                     "width": str(config.get("filters", config.get("dim")))}
+        rows.append({"model": model, "name": MODEL_NAMES[model], "config": config, **shape,
                      "parameters": built.count_params(), "flops": forward_flops(built)})
     return rows
 
@@ -201,3 +214,36 @@ def comparison_results(folder):
                                   for segment in metrics["segments"]}) if finished else None,
         })
     return results
+
+
+def plot_comparison(results, title="Test accuracy against what each model costs"):
+    """Each model's full-budget test accuracy against its training minutes,
+    its forward operations per image and its parameters: three panels that
+    share the accuracy axis, one marker per model.
+
+    Args:
+        results: as `comparison_results` returns them; models whose
+            full-budget run has not finished are left out.
+
+    Raises:
+        ValueError: if no model's full-budget run has finished.
+    """
+    finished = [row for row in results if row["metrics"] is not None]
+    if not finished:
+        raise ValueError("no full-budget run has finished yet: there is nothing to plot.")
+    figure, axes = plt.subplots(1, 3, figsize=(12, 4), sharey=True)
+    costs = [("minutes", 1, "minutes of training (2 CPU cores)"),
+             ("flops", 1e6, "millions of operations per image (forward)"),
+             ("parameters", 1e3, "thousands of parameters")]
+    for ax, (key, unit, label) in zip(axes, costs):
+        for row, marker in zip(finished, "osD^"):
+            ax.plot(row[key] / unit, row["metrics"]["test_accuracy"], marker, markersize=9,
+                    label=row["name"])
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy")
+    axes[0].yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    axes[0].legend(fontsize="small")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure

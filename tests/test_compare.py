@@ -80,6 +80,9 @@ def test_describe_models_counts_each_models_own_parameters_and_flops():
     assert rows["convmixer"]["flops"] == 296_227_840
     assert len({row["parameters"] for row in rows.values()}) == 4
     assert len({row["flops"] for row in rows.values()}) == 4
+    assert [(rows[m]["input"], rows[m]["blocks"], rows[m]["width"]) for m in rows] == [
+        ("2×2 patches", 8, "256"), ("3×3 convolutions", 21, "16–32–64"),
+        ("2×2 patches", 4, "128"), ("2×2 patches", 4, "128")]
 
 
 @pytest.fixture
@@ -136,6 +139,19 @@ def test_a_finished_comparison_trains_nothing_more_and_reads_back(tiny_compariso
         assert r["at_edge"] == (rate in (0.001, 0.1))  # the tiny grid's ends
         assert r["minutes"] == pytest.approx(sum(r["metrics"]["seconds_per_epoch"]) / 60)
         assert len(r["history"]) == 1
+    figure = compare.plot_comparison(list(results.values()))
+    minutes, flops, parameters = figure.axes
+    for ax, key in [(minutes, "minutes"), (flops, "flops"), (parameters, "parameters")]:
+        points = {line.get_label(): line.get_xydata()[0] for line in ax.get_lines()}
+        assert set(points) == {results[m]["name"] for m in chosen}
+        for model in chosen:
+            x, y = points[results[model]["name"]]
+            scale = {"minutes": 1, "flops": 1e6, "parameters": 1e3}[key]
+            assert x == pytest.approx(results[model][key] / scale)
+            assert y == results[model]["metrics"]["test_accuracy"]
+    unfinished = [{**r, "metrics": None} for r in results.values()]
+    with pytest.raises(ValueError, match="no full-budget run has finished"):
+        compare.plot_comparison(unfinished)
     with pytest.raises(ValueError, match="no models named \\['vgg'\\]"):
         compare.run_comparison(tmp_path, splits, only=["vgg"])
 
