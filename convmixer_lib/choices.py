@@ -15,15 +15,19 @@ CLASS_NAMES = (
 )  # fmt: skip
 
 AUGMENTATIONS = ("flip-translate", "randaugment", "none")
-# "randaugment-m12": torchvision's RandAugment at magnitude 12 of 30, as locuslab
-# trains (`randaugment.py`); any magnitude from 0 to 30 may be given.
+# "randaugment-m12": torchvision's RandAugment at magnitude 12 of 30, then the
+# flips and shifts of "flip-translate" (`randaugment.py`); any magnitude from 0
+# to 30 may be given. "randaugment-m12-flip": the same RandAugment, then flips
+# alone, as locuslab trains (their crop keeps the whole image).
 RAND_AUGMENT_PREFIX = "randaugment-m"
+FLIP_ONLY_SUFFIX = "-flip"
 MAX_MAGNITUDE = 30  # the top of torchvision's RandAugment scale
 
 
 def rand_augment_magnitude(augment):
-    """The RandAugment magnitude named by `augment` ("randaugment-m12": 12), None
-    for the other augmentations (`AUGMENTATIONS`).
+    """The RandAugment magnitude named by `augment` ("randaugment-m12" and
+    "randaugment-m12-flip": 12), None for the other augmentations
+    (`AUGMENTATIONS`).
 
     Raises:
         ValueError: if `augment` names no augmentation.
@@ -31,11 +35,13 @@ def rand_augment_magnitude(augment):
     if augment in AUGMENTATIONS:
         return None
     text = augment.removeprefix(RAND_AUGMENT_PREFIX) if isinstance(augment, str) else ""
+    text = text.removesuffix(FLIP_ONLY_SUFFIX)
     if text != augment and text.isdigit() and int(text) <= MAX_MAGNITUDE:
         return int(text)
     raise ValueError(
         f"`augment` must be one of {AUGMENTATIONS} or {RAND_AUGMENT_PREFIX}<magnitude> "
-        f"with a whole magnitude from 0 to {MAX_MAGNITUDE}, got {augment!r}.")
+        f"(or {RAND_AUGMENT_PREFIX}<magnitude>{FLIP_ONLY_SUFFIX}) with a whole magnitude "
+        f"from 0 to {MAX_MAGNITUDE}, got {augment!r}.")
 
 
 SCHEDULES = ("constant", "cosine")

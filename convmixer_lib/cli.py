@@ -21,6 +21,7 @@ from .choices import (
     BUDGETS,
     CLASS_NAMES,
     FIRST_RATES,
+    FLIP_ONLY_SUFFIX,
     MODELS,
     RAND_AUGMENT_PREFIX,
     RECIPES,
@@ -163,7 +164,8 @@ def _parser():
                    "by default")
     t.add_argument("--augment", type=augmentation_argument,
                    help=f"augmentation of the training batches: one of {', '.join(AUGMENTATIONS)} "
-                   f"or {RAND_AUGMENT_PREFIX}N (torchvision's RandAugment at magnitude N of 30); "
+                   f"or {RAND_AUGMENT_PREFIX}N (torchvision's RandAugment at magnitude N of 30, then "
+                   f"flips and shifts; {RAND_AUGMENT_PREFIX}N{FLIP_ONLY_SUFFIX}: then flips alone); "
                    "recipe's by default")
     t.add_argument("--seed", type=int_argument(0, SEED_LIMIT), default=42, help="default: 42")
     t.add_argument("--filters", type=positive_int_argument, default=256, help="channels, default: 256")

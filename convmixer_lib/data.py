@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from .checks import check_positive_int
-from .choices import rand_augment_magnitude
+from .choices import FLIP_ONLY_SUFFIX, rand_augment_magnitude
 from .randaugment import rand_augment
 
 VALIDATION_SIZE = 5000
@@ -210,12 +210,13 @@ def split_validation(x_train, y_train, validation_size=VALIDATION_SIZE):
     )
 
 
-def make_augmenter(seed=None):
+def make_augmenter(seed=None, translate=True):
     """Random augmentation of a batch of images, active when `training=True`.
 
     A random translation of up to 4 pixels in each direction, with zeros shifted
-    in, and a random horizontal flip, each drawn for every image. Pixel values
-    are moved, never interpolated; the layers return floats.
+    in (left out if `translate` is False), and a random horizontal flip, each
+    drawn for every image. Pixel values are moved, never interpolated; the
+    layers return floats.
 
     The translation is Keras' `RandomTranslation(0.125, 0.125)`: for each axis
     it draws a shift uniformly between -4 and 4 pixels and rounds it to a whole
@@ -227,15 +228,11 @@ def make_augmenter(seed=None):
     seed start from the same random state, and the flip would reuse the
     vertical shift's first draws.
     """
-    return keras.layers.Pipeline(
-        [
-            keras.layers.RandomTranslation(
-                0.125, 0.125, fill_mode="constant", interpolation="nearest", seed=seed
-            ),
-            keras.layers.RandomFlip("horizontal", seed=None if seed is None else seed + 1),
-        ],
-        name="augmentation",
-    )
+    translation = keras.layers.RandomTranslation(
+        0.125, 0.125, fill_mode="constant", interpolation="nearest", seed=seed)
+    flip = keras.layers.RandomFlip("horizontal", seed=None if seed is None else seed + 1)
+    return keras.layers.Pipeline([translation, flip] if translate else [flip],
+                                 name="augmentation")
 
 
 def check_images(images, labels=None, image_size=None):
@@ -280,7 +277,9 @@ def make_dataset(images, labels, batch_size=128, training=False, seed=None,
             `RAND_AUGMENT`, on groups of `RAND_AUGMENT_GROUP` images, then
             `make_augmenter`), "randaugment-m<magnitude>" (torchvision's
             RandAugment at that magnitude, 0 to 30, on every image, see
-            `randaugment.rand_augment`, then `make_augmenter`) or "none".
+            `randaugment.rand_augment`, then `make_augmenter`),
+            "randaugment-m<magnitude>-flip" (the same, then flips alone) or
+            "none".
 
     Returns:
         A prefetching dataset of uint8 image batches `(batch, 32, 32, 3)` and
@@ -300,7 +299,7 @@ def make_dataset(images, labels, batch_size=128, training=False, seed=None,
     else:
         dataset = dataset.batch(batch_size)
     if training and augment != "none":
-        augmenter = make_augmenter(seed)
+        augmenter = make_augmenter(seed, translate=not augment.endswith(FLIP_ONLY_SUFFIX))
         dataset = dataset.map(
             lambda x, y: (tf.cast(augmenter(x, training=True), x.dtype), y),
             num_parallel_calls=tf.data.AUTOTUNE,

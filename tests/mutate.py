@@ -86,6 +86,12 @@ MUTATIONS = [
              "index = tf.random.uniform([], 0, len(OPERATIONS) - 1, dtype=tf.int32)",
              "the last operation is never drawn", ("test_randaugment.py", "-k", "chained")),
     # data.py
+    Mutation("data.py", "translate=not augment.endswith(FLIP_ONLY_SUFFIX)", "translate=True",
+             "RandAugment's flip-only variant shifts the images as well",
+             ("test_randaugment.py", "-k", "flip_only")),
+    Mutation("data.py", "[translation, flip] if translate else [flip]", "[translation, flip]",
+             "make_augmenter shifts the images even when asked not to",
+             ("test_randaugment.py", "-k", "flip_only")),
     Mutation("data.py", "(x_train[validation_size:], y_train[validation_size:]),\n"
              "        (x_train[:validation_size], y_train[:validation_size]),",
              "(x_train[:-validation_size], y_train[:-validation_size]),\n"

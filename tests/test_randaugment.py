@@ -8,6 +8,7 @@ import tensorflow as tf
 from PIL import Image, ImageEnhance, ImageOps
 
 from convmixer_lib.choices import rand_augment_magnitude
+from convmixer_lib import data
 from convmixer_lib.data import make_dataset
 from convmixer_lib.randaugment import (
     OPERATIONS,
@@ -167,10 +168,33 @@ def test_the_policy_draws_operations_for_every_image():
     assert len({o.tobytes() for o in unflipped}) > 32
 
 
+def test_the_flip_only_variant_mirrors_after_randaugment_and_never_shifts(monkeypatch):
+    """With RandAugment replaced by the identity, "randaugment-m12-flip" gives
+    every image back as it was or mirrored, both kinds among 64 copies;
+    "randaugment-m12" shifts most of them as well."""
+    monkeypatch.setattr(data, "rand_augment", lambda image, magnitude: image)
+    image = natural_images(1)[0]
+    images, labels = np.repeat(image[None], 64, 0), np.zeros(64)
+
+    def augmented(augment):
+        (out, _), = make_dataset(images, labels, 64, training=True, seed=0,
+                                 augment=augment).as_numpy_iterator()
+        return out
+
+    as_is = [(out == image).all() for out in augmented("randaugment-m12-flip")]
+    mirrored = [(out == image[:, ::-1]).all() for out in augmented("randaugment-m12-flip")]
+    assert all(a or m for a, m in zip(as_is, mirrored)) and any(as_is) and any(mirrored)
+    moved = [not ((out == image).all() or (out == image[:, ::-1]).all())
+             for out in augmented("randaugment-m12")]
+    assert sum(moved) > 32
+
+
 def test_augmentation_names_are_checked():
     assert rand_augment_magnitude("randaugment-m12") == 12
+    assert rand_augment_magnitude("randaugment-m12-flip") == 12
     assert rand_augment_magnitude("flip-translate") is None
-    for bad in ("randaugment-m31", "randaugment-m", "randaugment-mx", "crop"):
+    for bad in ("randaugment-m31", "randaugment-m", "randaugment-mx", "crop",
+                "randaugment-m12-flop", "randaugment-m-flip", "randaugment-m31-flip"):
         with pytest.raises(ValueError, match="`augment` must be one of"):
             rand_augment_magnitude(bad)
 
