@@ -59,6 +59,30 @@ def check_number(name, value, low, high=None, low_open=False, high_open=False):
     return value
 
 
+def check_patch_size(patch_size, image_size):
+    """Return `patch_size` if it is a positive int that divides `image_size`
+    (the side of square images, in pixels), else raise ValueError naming both
+    and the sizes allowed."""
+    check_positive_int("patch_size", patch_size)
+    if image_size % patch_size:
+        divisors = [d for d in range(1, image_size + 1) if image_size % d == 0]
+        raise ValueError(f"`patch_size` must divide `image_size`={image_size}; got "
+                         f"patch_size={patch_size}. Allowed values: {divisors}.")
+    return patch_size
+
+
+def check_bn_images(bn_images, ema):
+    """Return `bn_images` if it is an int >= 0 that asks for a BatchNorm
+    re-estimate (> 0) only where there are averaged weights (`ema` > 0), else
+    raise ValueError naming both."""
+    check_int("bn_images", bn_images, 0)
+    if bn_images and not ema:
+        raise ValueError(
+            f"`bn_images`={bn_images} re-estimates the averaged weights' BatchNorm "
+            f"statistics and needs `ema` > 0, got ema={ema:g}.")
+    return bn_images
+
+
 def number_argument(low, high=None, low_open=False, high_open=False):
     """`argparse` type: a number in the range `check_number` takes."""
     def parse(text):
@@ -83,6 +107,14 @@ def int_argument(minimum, limit=None):
 
 
 positive_int_argument = int_argument(1)
+
+
+def patch_size_argument(text):
+    """argparse type of a --patch-size option: a side that divides CIFAR-10's 32 pixels."""
+    try:
+        return check_patch_size(int(text), 32)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def augmentation_argument(text):

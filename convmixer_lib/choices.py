@@ -45,6 +45,10 @@ def rand_augment_magnitude(augment):
 
 
 SCHEDULES = ("constant", "cosine")
+# CIFAR-10's 50,000 training images, split as the example does: the first
+# 5,000 validate, the other 45,000 train.
+VALIDATION_SIZE = 5000
+TRAIN_IMAGES = 50_000 - VALIDATION_SIZE
 
 RECIPES = {
     # The Keras example's settings: a constant learning rate, flips, and the
@@ -99,6 +103,25 @@ RECIPES = {
 # averaged weights: re-estimated on 5,120 training images (40 batches) before
 # every validation instead of borrowed from the raw weights.
 RECIPES["fast3"] = {**RECIPES["fast"], "epochs": 3, "bn_images": 5120}
+
+
+def recipe_settings(name, **changes):
+    """The settings of recipe `name`, with `changes` (None values ignored) applied.
+
+    Raises:
+        ValueError: if `name` is not a recipe or a change names no setting.
+    """
+    if name not in RECIPES:
+        raise ValueError(f"`recipe` must be one of {tuple(RECIPES)}, got {name!r}.")
+    settings = dict(RECIPES[name])
+    unknown = set(changes) - set(settings)
+    if unknown:
+        raise ValueError(
+            f"{sorted(unknown)} are not recipe settings; they are {sorted(settings)}."
+        )
+    settings.update({key: value for key, value in changes.items() if value is not None})
+    return settings
+
 
 BASELINE = {"filters": 256, "depth": 8, "kernel_size": 5, "patch_size": 2}
 # One factor at a time around the baseline; the baseline's own value is not repeated.

@@ -11,8 +11,10 @@ import tempfile
 from .checks import (
     SEED_LIMIT,
     augmentation_argument,
+    check_bn_images,
     int_argument,
     number_argument,
+    patch_size_argument,
     positive_int_argument,
 )
 from .choices import (
@@ -26,8 +28,10 @@ from .choices import (
     RAND_AUGMENT_PREFIX,
     RECIPES,
     SCHEDULES,
+    TRAIN_IMAGES,
     check_names,
     configurations,
+    recipe_settings,
 )
 
 # Each command imports what it needs from the library when it runs, and `main`
@@ -35,11 +39,21 @@ from .choices import (
 # command's `check`: `--help` and a refused option answer before TensorFlow starts.
 
 
+def train_check(args):
+    """What the parser cannot check alone: the recipe's settings with the options
+    given, against each other."""
+    settings = recipe_settings(args.recipe, **{key: getattr(args, key)
+                                               for key in RECIPES[args.recipe]})
+    check_bn_images(settings["bn_images"], settings["ema"])
+
+
 def train_command(args, argv):
     from .data import load_splits
     from .fast import acceleration_unavailable
     from .recipes import train_recipe
+    from .training import check_devices
 
+    check_devices(args.devices)  # before the data are read
     splits = load_splits(args.data)
     print(f"Training images: {len(splits[0][0][: args.train_size])}, validation: "
           f"{len(splits[1][0])}, test: {len(splits[2][0])}")
@@ -142,8 +156,8 @@ def _parser():
                    "convmixer_lib/choices.py (default: example)")
     t.add_argument("--epochs", type=positive_int_argument, help="recipe's by default")
     t.add_argument("--batch-size", type=positive_int_argument, help="recipe's by default")
-    t.add_argument("--train-size", type=positive_int_argument, default=None,
-                   help="use the first N of the 45,000 training images (default: all)")
+    t.add_argument("--train-size", type=int_argument(1, TRAIN_IMAGES + 1), default=None,
+                   help=f"use the first N of the {TRAIN_IMAGES:,} training images (default: all)")
     t.add_argument("--learning-rate", type=number_argument(0, low_open=True),
                    help="AdamW's (peak, after a warm-up), recipe's by default")
     t.add_argument("--weight-decay", type=number_argument(0), help="AdamW's, recipe's by default")
@@ -171,7 +185,8 @@ def _parser():
     t.add_argument("--filters", type=positive_int_argument, default=256, help="channels, default: 256")
     t.add_argument("--depth", type=positive_int_argument, default=8, help="blocks, default: 8")
     t.add_argument("--kernel-size", type=positive_int_argument, default=5, help="depthwise kernel, default: 5")
-    t.add_argument("--patch-size", type=positive_int_argument, default=2, help="default: 2")
+    t.add_argument("--patch-size", type=patch_size_argument, default=2,
+                   help="a divisor of the images' 32 pixels (default: 2)")
     t.add_argument("--accelerate", action=argparse.BooleanOptionalAction, default=True,
                    help="train with the library's fast CPU layers (GELU and BatchNorm "
                    "in one layer, a faster depthwise filter gradient): the same model, "
@@ -183,7 +198,7 @@ def _parser():
     t.add_argument("--overwrite", action="store_true",
                    help="discard the weights and records already in --run-dir, finished "
                    "or not, and train anew")
-    t.set_defaults(run=train_command)
+    t.set_defaults(run=train_command, check=train_check)
 
     e = commands.add_parser(
         "evaluate", parents=[run_dir, data], help="evaluate a run's best weights on the test set",

@@ -13,10 +13,9 @@ import numpy as np
 import tensorflow as tf
 
 from .checks import check_positive_int
-from .choices import FLIP_ONLY_SUFFIX, rand_augment_magnitude
+from .choices import FLIP_ONLY_SUFFIX, VALIDATION_SIZE, rand_augment_magnitude
 from .randaugment import rand_augment
 
-VALIDATION_SIZE = 5000
 BATCH_NAMES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 _FOLDER = "cifar-10-batches-py"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"  # Keras' source

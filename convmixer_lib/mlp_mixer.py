@@ -11,7 +11,7 @@ patches, four times it across channels.
 import keras
 from keras import layers
 
-from .checks import check_positive_int
+from .checks import check_patch_size, check_positive_int
 
 
 def build_mlp_mixer(dim=128, depth=4, token_mlp_dim=64, channel_mlp_dim=512, *,
@@ -39,8 +39,7 @@ def build_mlp_mixer(dim=128, depth=4, token_mlp_dim=64, channel_mlp_dim=512, *,
                         ("channel_mlp_dim", channel_mlp_dim), ("patch_size", patch_size),
                         ("image_size", image_size), ("num_classes", num_classes)]:
         check_positive_int(name, value)
-    if image_size % patch_size:
-        raise ValueError(f"`patch_size`={patch_size} must divide `image_size`={image_size}.")
+    check_patch_size(patch_size, image_size)
     tokens = (image_size // patch_size) ** 2
     inputs = keras.Input((image_size, image_size, 3), name="images")
     x = layers.Rescaling(1.0 / 255, name="rescaling")(inputs)

@@ -7,7 +7,7 @@ identical ConvMixer blocks at one resolution, and a linear classifier.
 import keras
 from keras import layers
 
-from .checks import check_positive_int
+from .checks import check_patch_size, check_positive_int
 
 STEM_CONV = "stem_conv"
 CLASSIFIER = "classifier"
@@ -76,12 +76,7 @@ def build_convmixer(
         ("num_classes", num_classes),
     ]:
         check_positive_int(name, value)
-    if image_size % patch_size:
-        divisors = [d for d in range(1, image_size + 1) if image_size % d == 0]
-        raise ValueError(
-            f"`patch_size` must divide `image_size`={image_size}; got "
-            f"patch_size={patch_size}. Allowed values: {divisors}."
-        )
+    check_patch_size(patch_size, image_size)
 
     if activation not in ACTIVATIONS:
         raise ValueError(f"`activation` must be one of {ACTIVATIONS}, got {activation!r}.")

@@ -12,7 +12,7 @@ import numpy as np
 
 from .architectures import build_model
 from .checks import SEED_LIMIT, check_int
-from .choices import CLASS_NAMES, RECIPES
+from .choices import CLASS_NAMES, recipe_settings
 from .data import make_dataset
 from .fast import accelerate
 from .training import distribution, run_experiment
@@ -34,24 +34,6 @@ LEAVE_ONE_OUT = {
     "averaged-weights": {"ema": 0.0},
     "augmentation": {"augment": "none"},
 }
-
-
-def recipe_settings(name, **changes):
-    """The settings of recipe `name`, with `changes` (None values ignored) applied.
-
-    Raises:
-        ValueError: if `name` is not a recipe or a change names no setting.
-    """
-    if name not in RECIPES:
-        raise ValueError(f"`recipe` must be one of {tuple(RECIPES)}, got {name!r}.")
-    settings = dict(RECIPES[name])
-    unknown = set(changes) - set(settings)
-    if unknown:
-        raise ValueError(
-            f"{sorted(unknown)} are not recipe settings; they are {sorted(settings)}."
-        )
-    settings.update({key: value for key, value in changes.items() if value is not None})
-    return settings
 
 
 def train_recipe(run_dir, splits, recipe="example", model=None, seed=42, train_size=None,

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from .architectures import model_config
-from .checks import SEED_LIMIT, check_int, check_number, check_positive_int
+from .checks import SEED_LIMIT, check_bn_images, check_int, check_number, check_positive_int
 from .choices import SCHEDULES
 from .data import check_images
 from .explain import predict_with_flips
@@ -117,6 +117,22 @@ def distribution(devices=None):
         ValueError: if fewer than `devices` devices are visible, or several
             are asked for on another Keras backend than TensorFlow.
     """
+    devices = check_devices(devices)
+    if devices == 1:  # the default strategy; on JAX and PyTorch its scope changes nothing
+        return tf.distribute.get_strategy()
+    available = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy([d.name for d in available[:devices]])
+
+
+def check_devices(devices=None):
+    """How many devices `distribution(devices)` trains on (`devices` as there),
+    checked without building anything, so that a command can refuse the
+    count before it reads any data.
+
+    Raises:
+        ValueError: if fewer than `devices` devices are visible, or several
+            are asked for on another Keras backend than TensorFlow.
+    """
     if keras.backend.backend() != "tensorflow":
         if devices not in (None, 1):
             check_positive_int("devices", devices)
@@ -124,7 +140,7 @@ def distribution(devices=None):
                 f"`devices`={devices}: training on several devices uses tf.distribute, "
                 "which needs the TensorFlow backend; KERAS_BACKEND is "
                 f"{keras.backend.backend()!r}.")
-        return tf.distribute.get_strategy()  # its scope changes nothing on this backend
+        return 1
     gpus = tf.config.list_logical_devices("GPU")
     available = gpus or tf.config.list_logical_devices("CPU")
     if devices is None:
@@ -133,9 +149,7 @@ def distribution(devices=None):
     if devices > len(available):
         kind = "GPUs" if gpus else "CPU devices (and no GPU)"
         raise ValueError(f"asked for {devices} devices, TensorFlow sees {len(available)} {kind}.")
-    if devices == 1:
-        return tf.distribute.get_strategy()
-    return tf.distribute.MirroredStrategy([d.name for d in available[:devices]])
+    return devices
 
 
 def learning_rate_schedule(learning_rate, schedule, total_steps, warmup_steps=0):
@@ -506,14 +520,10 @@ def run_experiment(
     check_number("warmup", warmup, 0, 1, high_open=True)
     check_number("label_smoothing", label_smoothing, 0, 1, high_open=True)
     check_number("ema", ema, 0, 1, high_open=True)
-    check_int("bn_images", bn_images, 0)
+    check_bn_images(bn_images, ema)
     if seed is not None:
         check_int("seed", seed, 0, SEED_LIMIT)
         keras.utils.set_random_seed(seed)
-    if bn_images and not ema:
-        raise ValueError(
-            f"`bn_images`={bn_images} re-estimates the averaged weights' BatchNorm "
-            "statistics and needs `ema` > 0, got ema=0.")
     steps = epochs * int(train_dataset.cardinality()) if schedule == "cosine" else 0
     rate = learning_rate_schedule(learning_rate, schedule, steps, round(warmup * steps))
     settings = {

@@ -12,7 +12,7 @@ tokens, no dropout.
 import keras
 from keras import layers
 
-from .checks import check_positive_int
+from .checks import check_patch_size, check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="convmixer_lib")
@@ -56,9 +56,9 @@ def build_vit(dim=128, depth=4, heads=4, mlp_dim=256, *, patch_size=2, image_siz
                         ("patch_size", patch_size), ("image_size", image_size),
                         ("num_classes", num_classes)]:
         check_positive_int(name, value)
-    if image_size % patch_size or dim % heads:
-        raise ValueError(f"`patch_size`={patch_size} must divide `image_size`={image_size} "
-                         f"and `heads`={heads} must divide `dim`={dim}.")
+    check_patch_size(patch_size, image_size)
+    if dim % heads:
+        raise ValueError(f"`heads` must divide `dim`={dim}; got heads={heads}.")
     tokens = (image_size // patch_size) ** 2
     inputs = keras.Input((image_size, image_size, 3), name="images")
     x = layers.Rescaling(1.0 / 255, name="rescaling")(inputs)

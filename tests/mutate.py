@@ -172,7 +172,7 @@ MUTATIONS = [
              "\"change\": 100 * (full[\"best_val_accuracy_flips\"]\n"
              "                             - metrics[\"best_val_accuracy_flips\"]),",
              "a removed ingredient's cost counted with the wrong sign", ("test_recipes.py", "-k", "leave_one_out_rows")),
-    Mutation("recipes.py", "settings.update({key: value for key, value in changes.items() if value is not None})",
+    Mutation("choices.py", "settings.update({key: value for key, value in changes.items() if value is not None})",
              "settings.update({key: value for key, value in changes.items() if value})",
              "a change to 0 (no warm-up, no smoothing) is ignored", ("test_recipes.py", "-k", "recipe_settings_apply or records_the_recipe")),
     # ablations.py
@@ -201,6 +201,15 @@ MUTATIONS = [
              "if (not isinstance(value, numbers.Integral)",
              "True accepted as the integer 1", ("test_model.py", "-k", "bad_configuration")),
     # cli.py
+    Mutation("cli.py", "    check_bn_images(settings[\"bn_images\"], settings[\"ema\"])\n",
+             "    pass\n", "a re-estimate without averaged weights is refused only after the data are read",
+             ("test_cli.py", "-k", "before_tensorflow")),
+    Mutation("cli.py", "    check_devices(args.devices)  # before the data are read\n", "",
+             "more devices than visible are refused only after the data are read",
+             ("test_cli.py", "-k", "more_devices")),
+    Mutation("checks.py", "    if image_size % patch_size:\n", "    if image_size < patch_size:\n",
+             "a patch size that does not divide the image is accepted",
+             ("test_cli.py", "-k", "before_tensorflow")),
     Mutation("cli.py", "predict_images(model, args.images, top=args.top, flips=args.flips)",
              "predict_images(model, args.images, top=3, flips=args.flips)",
              "--top ignored", ("test_explain.py", "-k", "predict_prints")),

@@ -60,7 +60,7 @@ def test_errors_are_reported_without_a_traceback(tmp_path, capsys):
     ("--seed", "-1", "expected an integer from 0 to 4294967295, got -1"),
     ("--seed", "4294967296", "expected an integer from 0 to 4294967295, got 4294967296"),
     ("--batch-size", "0", "expected a positive integer, got 0"),
-    ("--train-size", "2.5", "expected a positive integer, got 2.5"),
+    ("--train-size", "2.5", "expected an integer from 1 to 45000, got 2.5"),
     ("--devices", "0", "expected a positive integer, got 0"),
 ])
 def test_train_refuses_an_option_out_of_range_before_any_work(tmp_path, capsys, option,
@@ -73,6 +73,17 @@ def test_train_refuses_an_option_out_of_range_before_any_work(tmp_path, capsys, 
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.endswith(f"argument {option}: {expected}")
     assert not run_dir.exists()  # refused before the data, the model or the directory
+
+
+def test_train_refuses_more_devices_than_visible_before_reading_the_data(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "--run-dir", str(run_dir), "--data", str(tmp_path / "absent"),
+              "--devices", "64"])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: asked for 64 devices, TensorFlow sees")  # not the absent data
+    assert not run_dir.exists()
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -142,6 +153,15 @@ REFUSED_BEFORE_TENSORFLOW = {
     "model": (["compare", "--only", "vgg"], 2, "argument --only: invalid choice: 'vgg'"),
     "top": (["predict", "--run-dir", "r", "--top", "0", "x.png"], 2,
             "argument --top: expected an integer from 1 to 10, got 0"),
+    "patch size": (["train", "--run-dir", "r", "--patch-size", "3"], 2,
+                   "argument --patch-size: `patch_size` must divide `image_size`=32; got "
+                   "patch_size=3. Allowed values: [1, 2, 4, 8, 16, 32]."),
+    "train size": (["train", "--run-dir", "r", "--train-size", "45001"], 2,
+                   "argument --train-size: expected an integer from 1 to 45000, got 45001"),
+    "bn images without averaged weights": (
+        ["train", "--run-dir", "r", "--recipe", "fast3", "--ema", "0"], 2,
+        "error: `bn_images`=5120 re-estimates the averaged weights' BatchNorm statistics "
+        "and needs `ema` > 0, got ema=0."),
 }
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY, StopAtEpoch, easy_data, train_tiny
-from convmixer_lib.choices import CLASS_NAMES, RECIPES
+from convmixer_lib.choices import CLASS_NAMES, RECIPES, recipe_settings
 from convmixer_lib.cli import _parser, main
 from convmixer_lib.model import build_convmixer
 from convmixer_lib.recipes import (
@@ -17,7 +17,6 @@ from convmixer_lib.recipes import (
     LEAVE_ONE_OUT,
     leave_one_out,
     plot_smoothed_target,
-    recipe_settings,
 )
 from convmixer_lib.rundir import load_run_model
 from convmixer_lib.training import evaluate, learning_rate_schedule, reestimate_batchnorm
