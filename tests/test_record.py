@@ -286,6 +286,18 @@ def test_comparison_records_follow_the_protocol(run_dir):
         _assert_history_and_metrics_agree(history, metrics)
 
 
+@pytest.mark.parametrize("model", [m for m in choices.MODELS if (COMPARISON / m).is_dir()])
+def test_comparison_weights_reach_the_recorded_test_accuracy(model, real_cifar10):
+    run_dir = COMPARISON / model
+    metrics = read_json(run_dir / "metrics.json")
+    _, (x_test, y_test) = real_cifar10
+    loaded = load_run_model(run_dir)
+    assert model_config(loaded) == read_json(run_dir / "config.json")
+    for flips, key in ((False, "test_accuracy"), (True, "test_accuracy_flips")):
+        accuracy = evaluate(loaded, x_test, y_test, flips=flips)["accuracy"]
+        assert abs(accuracy - metrics[key]) <= 0.002, key
+
+
 def test_the_readmes_table_of_records_matches_the_records():
     readme = (RESULTS.parent / "README.md").read_text()
     rows = re.findall(r"^\| `results/([\w/-]+)/` \| [^|]+ \| (\d+) \| ([\d.]+)% \| ([\d.]+%|–) \|$",
