@@ -190,6 +190,8 @@ def check_names(only, budget="short"):
                          f"sweep has {names}.")
 
 
+# The seed of every comparison run; a second seed measures the noise.
+COMPARISON_SEED = 42
 # Each model's configuration for `architectures.build_model`, each within 15%
 # of ConvMixer-256/8's parameters. The three patch models embed the same 2x2
 # patches into 256 tokens and differ in how they mix them.

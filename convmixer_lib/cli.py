@@ -22,6 +22,7 @@ from .choices import (
     BASELINE_SEEDS,
     BUDGETS,
     CLASS_NAMES,
+    COMPARISON_SEED,
     FIRST_RATES,
     FLIP_ONLY_SUFFIX,
     MODELS,
@@ -127,7 +128,7 @@ def compare_command(args, argv):
     from .data import load_splits
 
     chosen = run_comparison(args.folder, load_splits(args.data), only=args.only,
-                            verbose="auto" if sys.stdout.isatty() else 2)
+                            seed=args.seed, verbose="auto" if sys.stdout.isatty() else 2)
     rates = ", ".join(f"{model} {rate:g}" for model, rate in chosen.items())
     print(f"Chosen peak learning rates: {rates}; every finished run is in {args.folder}")
 
@@ -256,6 +257,10 @@ def _parser():
                    "(default: results/comparison)")
     c.add_argument("--only", nargs="+", choices=MODELS, metavar="MODEL",
                    help=f"run only these models, of {', '.join(MODELS)}")
+    c.add_argument("--seed", type=int_argument(0, SEED_LIMIT), default=COMPARISON_SEED,
+                   help=f"seed of the full-budget runs; another than {COMPARISON_SEED} trains "
+                   "them again into FOLDER/<model>-seed<SEED>, to measure the noise "
+                   f"(default: {COMPARISON_SEED})")
     c.set_defaults(run=compare_command)
     return parser
 

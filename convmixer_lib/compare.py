@@ -8,6 +8,8 @@ The protocol, one model at a time (`run_comparison`):
    (ties go to the lower rate; a rate whose run diverges counts as the worst).
    These runs never see the test images.
 2. Train the model at its chosen rate with the full budget and test it once.
+   Where two models end close, the same run with another seed (`seed`)
+   measures their noise.
 Every run uses the fast recipe (its schedule, smoothed targets, averaged
 weights and augmentation) with the averaged weights' BatchNorm statistics
 re-estimated (`BN_IMAGES`), the same seed and Keras' own layers (not
@@ -23,6 +25,7 @@ from matplotlib.ticker import PercentFormatter
 
 from .architectures import build_model
 from .choices import BUDGETS, FIRST_RATES, MODELS, RATES
+from .choices import COMPARISON_SEED as SEED
 from .flops import forward_flops
 from .recipes import train_recipe
 from .rundir import read_json, run_state, write_json
@@ -30,7 +33,6 @@ from .training import TrainingDiverged
 
 MODEL_NAMES = {"convmixer": "ConvMixer-256/8", "resnet": "ResNet-44", "vit": "ViT-128/4",
                "mlp_mixer": "MLP-Mixer-128/4"}
-SEED = 42
 # Every run validates and keeps its averaged weights with BatchNorm statistics
 # re-estimated on 5,120 training images, as the 3-epoch recipe does. Without,
 # the BatchNorm models are judged with statistics that lag their weights: on
@@ -46,6 +48,12 @@ DIVERGED = "diverged.json"
 def grid_run_name(model, rate):
     """Run directory name of `model` at peak learning rate `rate`: e.g. `vit-lr0.003`."""
     return f"{model}-lr{rate:g}"
+
+
+def full_run_name(model, seed=SEED):
+    """Run directory name of `model`'s full-budget run: the model's key (`vit`)
+    with the protocol's seed, `vit-seed1` with seed 1."""
+    return model if seed == SEED else f"{model}-seed{seed}"
 
 
 def grid_results(folder, model):
@@ -103,21 +111,23 @@ def chosen_rate(tried):
     return max(sorted(tried), key=tried.get)
 
 
-def _train(run_dir, splits, model, budget, rate, test, verbose):
+def _train(run_dir, splits, model, budget, rate, test, verbose, seed=SEED):
     recipe = BUDGETS[budget]
     print(f"{os.path.basename(run_dir)}: training into {run_dir}")
-    train_recipe(run_dir, splits, recipe["recipe"], model=MODELS[model], seed=SEED,
+    train_recipe(run_dir, splits, recipe["recipe"], model=MODELS[model], seed=seed,
                  train_size=recipe["train_size"], epochs=recipe["epochs"],
                  learning_rate=rate, bn_images=BN_IMAGES, accelerated=False, test=test,
                  details={"comparison": model, "budget": budget}, verbose=verbose)
 
 
-def run_comparison(folder, splits, only=None, verbose="auto"):
+def run_comparison(folder, splits, only=None, seed=SEED, verbose="auto"):
     """Run the protocol for every model (or those in `only`) into `folder`.
 
     Grid runs go to `folder/grid/<model>-lr<rate>`, the full-budget run to
     `folder/<model>`. Finished runs are skipped and an interrupted one
-    resumes, so the same call continues wherever it stopped.
+    resumes, so the same call continues wherever it stopped. With another
+    `seed` than `SEED`, the full-budget run is trained with that seed into
+    `folder/<model>-seed<seed>` (`full_run_name`); the grid is the same.
 
     Returns:
         {model: chosen rate} for the models it ran.
@@ -145,7 +155,7 @@ def run_comparison(folder, splits, only=None, verbose="auto"):
                 write_json(os.path.join(run_dir, DIVERGED),
                            {"learning_rate": next_rates[0], "error": str(error)})
         chosen[model] = chosen_rate(grid_results(folder, model))
-        run_dir = os.path.join(folder, model)
+        run_dir = os.path.join(folder, full_run_name(model, seed))
         if run_state(run_dir) == "finished":
             trained_at = read_json(os.path.join(run_dir, "metrics.json"))["learning_rate"]
             if trained_at != chosen[model]:
@@ -153,7 +163,8 @@ def run_comparison(folder, splits, only=None, verbose="auto"):
                                  f"the grid now chooses {chosen[model]:g}; move it away to "
                                  "train it again.")
         else:  # an unfinished run resumes only with the same rate (`train_recipe`)
-            _train(run_dir, splits, model, "full", chosen[model], test=True, verbose=verbose)
+            _train(run_dir, splits, model, "full", chosen[model], test=True, verbose=verbose,
+                   seed=seed)
     return chosen
 
 
@@ -195,7 +206,9 @@ def comparison_results(folder):
         is finished, `metrics` and `history` (its metrics.json and
         history.json), `minutes` (its epochs' seconds summed / 60) and
         `processors` (the machines its segments ran on, in words: minutes
-        compare only on one); else those are None.
+        compare only on one); else those are None. `other_seeds`: the
+        finished full-budget runs with other seeds, a list of dicts with
+        `seed`, `metrics` and `history`, by seed.
     """
     results = []
     for row in describe_models():
@@ -212,8 +225,28 @@ def comparison_results(folder):
             "minutes": sum(metrics["seconds_per_epoch"]) / 60 if finished else None,
             "processors": sorted({segment["environment"]["processor"]
                                   for segment in metrics["segments"]}) if finished else None,
+            "other_seeds": _other_seeds(folder, model),
         })
     return results
+
+
+def _other_seeds(folder, model):
+    """The finished full-budget runs of `model` in `folder` with another seed than `SEED`."""
+    runs = []
+    prefix = f"{model}-seed"  # as `full_run_name` names them
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    for name in names:
+        run_dir = os.path.join(folder, name)
+        if not (name.startswith(prefix) and name[len(prefix):].isdigit()
+                and run_state(run_dir) == "finished"):
+            continue
+        metrics = read_json(os.path.join(run_dir, "metrics.json"))
+        if full_run_name(model, metrics["seed"]) != name:
+            raise ValueError(f"{run_dir!r} was trained with seed {metrics['seed']}, not the "
+                             "seed its name says; move it away to train it again.")
+        runs.append({"seed": metrics["seed"], "metrics": metrics,
+                     "history": read_json(os.path.join(run_dir, "history.json"))})
+    return sorted(runs, key=lambda run: run["seed"])
 
 
 def plot_comparison(results, title="Test accuracy against what each model costs"):

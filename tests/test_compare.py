@@ -156,6 +156,28 @@ def test_a_finished_comparison_trains_nothing_more_and_reads_back(tiny_compariso
         compare.run_comparison(tmp_path, splits, only=["vgg"])
 
 
+def test_a_second_seed_trains_the_full_budget_run_again_and_nothing_else(tiny_comparison,
+                                                                         tmp_path):
+    splits, chosen = tiny_comparison
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    assert compare.run_comparison(tmp_path, splits, only=["vit"], seed=7, verbose=0) == {
+        "vit": chosen["vit"]}
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # the grid and seed 42 untouched
+    new = {p.relative_to(tmp_path).parts[0] for p in set(tmp_path.rglob("*")) - set(before)}
+    assert new == {compare.full_run_name("vit", 7)} == {"vit-seed7"}
+    metrics = json.loads((tmp_path / "vit-seed7" / "metrics.json").read_text())
+    assert (metrics["seed"], metrics["learning_rate"]) == (7, chosen["vit"])
+    results = {r["model"]: r for r in compare.comparison_results(tmp_path)}
+    assert results["resnet"]["other_seeds"] == []
+    (other,) = results["vit"]["other_seeds"]
+    assert other["seed"] == 7 and other["metrics"] == metrics
+    assert results["vit"]["metrics"]["seed"] == compare.SEED
+    metrics_file = tmp_path / "vit-seed7" / "metrics.json"
+    metrics_file.write_text(json.dumps({**metrics, "seed": 8}))
+    with pytest.raises(ValueError, match="trained with seed 8, not the seed its name says"):
+        compare.comparison_results(tmp_path)
+
+
 def test_a_record_trained_otherwise_than_the_protocol_asks_is_refused(tiny_comparison, tmp_path):
     splits, chosen = tiny_comparison
     rate = chosen["vit"]

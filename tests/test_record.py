@@ -58,7 +58,8 @@ def test_every_run_in_results_is_listed():
                              if budget == "short" or folder.is_dir()),
          *(["comparison"] if COMPARISON.is_dir() else [])])
     if COMPARISON.is_dir():
-        assert {p.name for p in COMPARISON.iterdir()} <= {"grid", *choices.MODELS}
+        assert {re.sub(r"-seed\d+$", "", p.name) for p in COMPARISON.iterdir()} <= {
+            "grid", *choices.MODELS}
     listed = {"fast", "fast3", "long", FIRST_LONG.name,
               *(f"fast-without-{name}" for name in LEAVE_ONE_OUT),
               *(f"fast3-{name}" for name in FAST3_CHANGES)}
@@ -251,7 +252,7 @@ def test_ablation_records_agree_with_the_sweep_and_themselves(budget, run):
 
 def _comparison_runs():
     grid = sorted((COMPARISON / "grid").iterdir()) if (COMPARISON / "grid").is_dir() else []
-    return grid + [COMPARISON / name for name in choices.MODELS if (COMPARISON / name).is_dir()]
+    return grid + sorted(p for p in COMPARISON.iterdir() if p.name != "grid")
 
 
 @pytest.mark.parametrize("run_dir", _comparison_runs(), ids=lambda path: path.name)
@@ -263,7 +264,7 @@ def test_comparison_records_follow_the_protocol(run_dir):
     name, budget = metrics["comparison"], metrics["budget"]
     assert budget == ("short" if grid else "full")
     assert run_dir.name == (compare.grid_run_name(name, metrics["learning_rate"]) if grid
-                            else name)
+                            else compare.full_run_name(name, metrics["seed"]))
     assert metrics["learning_rate"] in choices.RATES
     # The fast recipe at the budget, with BatchNorm statistics re-estimated.
     sweep = choices.BUDGETS[budget]
@@ -271,7 +272,8 @@ def test_comparison_records_follow_the_protocol(run_dir):
                 "bn_images": compare.BN_IMAGES, "learning_rate": metrics["learning_rate"]}
     assert {key: settings[key] for key in expected} == expected
     assert {key: metrics[key] for key in settings} == settings
-    assert (metrics["recipe"], metrics["seed"]) == (sweep["recipe"], compare.SEED)
+    assert metrics["recipe"] == sweep["recipe"]
+    assert metrics["seed"] == compare.SEED or not grid  # a second seed: full budget only
     # Grid runs never see the test images; the full-budget run is tested once.
     assert (metrics["train_images"], metrics["validation_images"], metrics["test_images"]) == (
         sweep["train_size"] or 45_000, 5_000, 0 if grid else 10_000)
@@ -286,9 +288,9 @@ def test_comparison_records_follow_the_protocol(run_dir):
         _assert_history_and_metrics_agree(history, metrics)
 
 
-@pytest.mark.parametrize("model", [m for m in choices.MODELS if (COMPARISON / m).is_dir()])
-def test_comparison_weights_reach_the_recorded_test_accuracy(model, real_cifar10):
-    run_dir = COMPARISON / model
+@pytest.mark.parametrize("run_dir", [p for p in _comparison_runs() if p.parent == COMPARISON],
+                         ids=lambda path: path.name)
+def test_comparison_weights_reach_the_recorded_test_accuracy(run_dir, real_cifar10):
     metrics = read_json(run_dir / "metrics.json")
     _, (x_test, y_test) = real_cifar10
     loaded = load_run_model(run_dir)
