@@ -79,8 +79,20 @@ def check_bn_images(bn_images, ema):
     if bn_images and not ema:
         raise ValueError(
             f"`bn_images`={bn_images} re-estimates the averaged weights' BatchNorm "
-            f"statistics and needs `ema` > 0, got ema={ema:g}.")
+            f"statistics and needs `ema` > 0, got ema={ema:g}; set `bn_images` to 0 "
+            "as well to train without averaged weights.")
     return bn_images
+
+
+def check_warmup(warmup, schedule):
+    """Return `warmup` if it is a share of the steps in [0, 1) that `schedule`
+    can honour: a warm-up (> 0) needs the "cosine" schedule. Else raise
+    ValueError naming both."""
+    check_number("warmup", warmup, 0, 1, high_open=True)
+    if warmup and schedule != "cosine":
+        raise ValueError(f"`warmup`={warmup:g} needs `schedule`='cosine', got {schedule!r}; "
+                         "set the warm-up to 0 for another schedule.")
+    return warmup
 
 
 def number_argument(low, high=None, low_open=False, high_open=False):
@@ -114,7 +126,9 @@ def patch_size_argument(text):
     try:
         return check_patch_size(int(text), 32)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+        message = str(error) if text.strip().lstrip("-").isdigit() else (
+            f"expected a divisor of 32, got {text}")
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def augmentation_argument(text):

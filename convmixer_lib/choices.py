@@ -9,6 +9,8 @@ imports them (TensorFlow alone takes seconds to start). The modules that use
 them (`data`, `recipes`, `ablations`, `compare`, ...) import them from here.
 """
 
+import re
+
 CLASS_NAMES = (
     "airplane", "automobile", "bird", "cat", "deer",
     "dog", "frog", "horse", "ship", "truck",
@@ -34,10 +36,10 @@ def rand_augment_magnitude(augment):
     """
     if augment in AUGMENTATIONS:
         return None
-    text = augment.removeprefix(RAND_AUGMENT_PREFIX) if isinstance(augment, str) else ""
-    text = text.removesuffix(FLIP_ONLY_SUFFIX)
-    if text != augment and text.isdigit() and int(text) <= MAX_MAGNITUDE:
-        return int(text)
+    match = re.fullmatch(rf"{RAND_AUGMENT_PREFIX}(0|[1-9][0-9]?)(?:{FLIP_ONLY_SUFFIX})?",
+                         augment, re.ASCII) if isinstance(augment, str) else None
+    if match and int(match.group(1)) <= MAX_MAGNITUDE:
+        return int(match.group(1))
     raise ValueError(
         f"`augment` must be one of {AUGMENTATIONS} or {RAND_AUGMENT_PREFIX}<magnitude> "
         f"(or {RAND_AUGMENT_PREFIX}<magnitude>{FLIP_ONLY_SUFFIX}) with a whole magnitude "

@@ -12,6 +12,7 @@ from .checks import (
     SEED_LIMIT,
     augmentation_argument,
     check_bn_images,
+    check_warmup,
     int_argument,
     number_argument,
     patch_size_argument,
@@ -46,6 +47,7 @@ def train_check(args):
     settings = recipe_settings(args.recipe, **{key: getattr(args, key)
                                                for key in RECIPES[args.recipe]})
     check_bn_images(settings["bn_images"], settings["ema"])
+    check_warmup(settings["warmup"], settings["schedule"])
 
 
 def train_command(args, argv):
@@ -308,6 +310,8 @@ def main(argv=None):
     except FloatingPointError as error:  # training.TrainingDiverged, or another non-finite number
         parser.exit(1, f"error: {error}\n")
     except KeyboardInterrupt:
-        resume = (" Run the same command again to resume from the last finished epoch."
+        again = "the same command" + (" without --overwrite" if getattr(args, "overwrite", False)
+                                      else "")
+        resume = (f" Run {again} again to resume from the last finished epoch."
                   if args.command in ("train", "ablate", "compare") else "")
         parser.exit(130, f"\ninterrupted.{resume}\n")

@@ -24,9 +24,11 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import PercentFormatter
 
 from .architectures import build_model
+from .checks import SEED_LIMIT, check_int
 from .choices import BUDGETS, FIRST_RATES, MODELS, RATES
 from .choices import COMPARISON_SEED as SEED
 from .flops import forward_flops
+from .plots import MARKERS
 from .recipes import train_recipe
 from .rundir import read_json, run_state, write_json
 from .training import TrainingDiverged
@@ -35,11 +37,12 @@ MODEL_NAMES = {"convmixer": "ConvMixer-256/8", "resnet": "ResNet-44", "vit": "Vi
                "mlp_mixer": "MLP-Mixer-128/4"}
 # Every run validates and keeps its averaged weights with BatchNorm statistics
 # re-estimated on 5,120 training images, as the 3-epoch recipe does. Without,
-# the BatchNorm models are judged with statistics that lag their weights: on
-# the short budget ConvMixer at peak rate 0.001 scored 35.6% of 2,000
-# validation images with the raw weights' statistics and 72.9% with
-# re-estimated ones, which would favour the LayerNorm models (ViT, MLP-Mixer:
-# for them the re-estimate changes nothing) and the higher rates.
+# the BatchNorm models are judged with statistics that lag their weights: the
+# grid's ConvMixer run at peak rate 0.001 (grid/convmixer-lr0.001) scored
+# 35.30% of the validation images after its last epoch with the raw weights'
+# statistics and 71.98% with re-estimated ones, which would favour the
+# LayerNorm models (ViT, MLP-Mixer: for them the re-estimate changes nothing
+# but costs its pass over the images) and the higher rates.
 BN_IMAGES = 5120
 # Written into a grid run that diverged: the rate counts as tried, and worst.
 DIVERGED = "diverged.json"
@@ -137,6 +140,7 @@ def run_comparison(folder, splits, only=None, seed=SEED, verbose="auto"):
             run was trained otherwise than the protocol now asks (another
             budget, seed or rate).
     """
+    check_int("seed", seed, 0, SEED_LIMIT)
     unknown = set(only or ()) - set(MODELS)
     if unknown:
         raise ValueError(f"no models named {sorted(unknown)}; the comparison has "
@@ -174,7 +178,7 @@ def describe_models():
     Returns:
         A list of dicts, one per model of `MODELS`: `model` (its key), `name`,
         `config`, `input` (what the first layer sees, in words: "2×2
-        patches" or ResNet's "3×3 convolutions"), `blocks` (residual blocks),
+        patches", or ResNet's "pixels"), `blocks` (residual blocks),
         `width` (channels or token width, a string: ResNet's stages give
         three), `parameters` and `flops` (forward floating-point operations
         per image, `flops.forward_flops`).
@@ -183,7 +187,7 @@ def describe_models():
     for model, config in MODELS.items():
         built = build_model(config)
         if config.get("architecture") == "resnet":
-            shape = {"input": "3×3 convolutions", "blocks": 3 * config["blocks_per_stage"],
+            shape = {"input": "pixels", "blocks": 3 * config["blocks_per_stage"],
                      "width": "–".join(str(width) for width in config["widths"])}
         else:
             patch = config["patch_size"]
@@ -252,7 +256,9 @@ def _other_seeds(folder, model):
 def plot_comparison(results, title="Test accuracy against what each model costs"):
     """Each model's full-budget test accuracy against its training minutes,
     its forward operations per image and its parameters: three panels that
-    share the accuracy axis, one marker per model.
+    share the accuracy axis and start each cost at 0, one marker per model
+    (the n-th model of `MODELS` with `plots.MARKERS[n]` and colour `C<n>`, as
+    `plots.plot_validation_curves` draws the same models in that order).
 
     Args:
         results: as `comparison_results` returns them; models whose
@@ -261,17 +267,21 @@ def plot_comparison(results, title="Test accuracy against what each model costs"
     Raises:
         ValueError: if no model's full-budget run has finished.
     """
-    finished = [row for row in results if row["metrics"] is not None]
+    finished = [(index, row) for index, row in enumerate(results) if row["metrics"] is not None]
     if not finished:
         raise ValueError("no full-budget run has finished yet: there is nothing to plot.")
+    cores = sorted({segment["environment"]["cpu_count"] for _, row in finished
+                    for segment in row["metrics"]["segments"]})
+    on = f" ({cores[0]} CPU cores)" if len(cores) == 1 else ""
     figure, axes = plt.subplots(1, 3, figsize=(12, 4), sharey=True)
-    costs = [("minutes", 1, "minutes of training (2 CPU cores)"),
+    costs = [("minutes", 1, f"minutes of training{on}"),
              ("flops", 1e6, "millions of operations per image (forward)"),
              ("parameters", 1e3, "thousands of parameters")]
     for ax, (key, unit, label) in zip(axes, costs):
-        for row, marker in zip(finished, "osD^"):
-            ax.plot(row[key] / unit, row["metrics"]["test_accuracy"], marker, markersize=9,
-                    label=row["name"])
+        for index, row in finished:
+            ax.plot(row[key] / unit, row["metrics"]["test_accuracy"], MARKERS[index],
+                    color=f"C{index}", markersize=9, label=row["name"])
+        ax.set_xlim(left=0)
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy")

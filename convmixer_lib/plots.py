@@ -15,6 +15,10 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 from .choices import CLASS_NAMES
 from .model import STEM_CONV, convmixer_config, depthwise_conv_name
 
+# The marker of the n-th run in figures that draw several, so that a run keeps
+# its marker (and colour, `C<n>`) from one figure to the next.
+MARKERS = "os^Dv<>p*h"
+
 
 def _grid(count, columns, panel_size):
     rows = math.ceil(count / columns)
@@ -152,7 +156,7 @@ def plot_validation_curves(runs, title="Validation accuracy per epoch"):
         raise ValueError("`runs` must map at least one label to a history, got none.")
     figure, ax = plt.subplots(figsize=(7.5, 4.2))
     epochs = set()
-    for (label, history), marker in zip(runs.items(), "os^Dv<>p*h"):
+    for (label, history), marker in zip(runs.items(), MARKERS):
         x = [h["epoch"] for h in history]
         ax.plot(x, [h["val_accuracy"] for h in history], f"{marker}-", label=label)
         epochs.update(x)
@@ -186,7 +190,7 @@ def plot_accuracy_by_epoch_and_hour(runs, title="Validation accuracy"):
     if not runs:
         raise ValueError("`runs` must map at least one label to a history, got none.")
     figure, (by_epoch, by_hour) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for index, ((label, history), marker) in enumerate(zip(runs.items(), "os^Dv<>p*h")):
+    for index, ((label, history), marker) in enumerate(zip(runs.items(), MARKERS)):
         style = {"marker": marker, "color": f"C{index}", "label": label}  # same in both
         accuracy = [h["val_accuracy"] for h in history]
         by_epoch.plot([h["epoch"] for h in history], accuracy, **style)

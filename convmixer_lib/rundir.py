@@ -53,9 +53,25 @@ def write_json(path, obj):
 
 
 def read_json(path):
-    """Read one JSON file of a run directory."""
+    """Read one JSON record of a run directory: history.json's list of epochs,
+    or any other record's object (a dict).
+
+    Raises:
+        ValueError: in one line naming the file, if it is not JSON or not of
+            its record's kind.
+    """
     with open(path) as f:
-        return json.load(f)
+        try:
+            record = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{os.fspath(path)!r} is not valid JSON ({error}): the record "
+                             "is damaged; restore it or train the run again.") from None
+    kind = list if os.path.basename(path) == HISTORY else dict
+    if not isinstance(record, kind):
+        raise ValueError(f"{os.fspath(path)!r} holds a JSON {type(record).__name__}, not the "
+                         f"{'list' if kind is list else 'object'} this record is; restore "
+                         "it or train the run again.")
+    return record
 
 
 def run_state(run_dir):
@@ -335,7 +351,8 @@ def load_run_model(run_dir):
 
     Raises:
         FileNotFoundError: if config.json or best.weights.h5 is missing.
-        ValueError: in one line, if the weights do not fit config.json's model.
+        ValueError: in one line, if config.json is damaged or describes no
+            model of the library, or the weights do not fit its model.
     """
     weights = os.path.join(run_dir, BEST_WEIGHTS)
     for path in (os.path.join(run_dir, CONFIG), weights):
@@ -344,7 +361,12 @@ def load_run_model(run_dir):
                 f"{path!r} not found: expected a run directory written by "
                 "`run_experiment` or `python -m convmixer_lib train`."
             )
-    model = build_model(read_json(os.path.join(run_dir, CONFIG)))
+    config_path = os.path.join(run_dir, CONFIG)
+    try:
+        model = build_model(read_json(config_path))
+    except TypeError as error:  # an argument the builder does not take
+        raise ValueError(f"{config_path!r} does not describe a model the library builds: "
+                         f"{error}.") from None
     load_plain_weights(model, weights)
     return model
 

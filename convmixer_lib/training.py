@@ -12,7 +12,14 @@ import numpy as np
 import tensorflow as tf
 
 from .architectures import model_config
-from .checks import SEED_LIMIT, check_bn_images, check_int, check_number, check_positive_int
+from .checks import (
+    SEED_LIMIT,
+    check_bn_images,
+    check_int,
+    check_number,
+    check_positive_int,
+    check_warmup,
+)
 from .choices import SCHEDULES
 from .data import check_images
 from .explain import predict_with_flips
@@ -517,7 +524,7 @@ def run_experiment(
     check_positive_int("epochs", epochs)
     check_number("learning_rate", learning_rate, 0, low_open=True)
     check_number("weight_decay", weight_decay, 0)
-    check_number("warmup", warmup, 0, 1, high_open=True)
+    check_warmup(warmup, schedule)
     check_number("label_smoothing", label_smoothing, 0, 1, high_open=True)
     check_number("ema", ema, 0, 1, high_open=True)
     check_bn_images(bn_images, ema)

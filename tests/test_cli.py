@@ -125,6 +125,11 @@ def test_ctrl_c_says_how_to_resume(monkeypatch, tmp_path, capsys):
     assert exit.value.code == 130
     assert capsys.readouterr().err.strip() == (
         "interrupted. Run the same command again to resume from the last finished epoch.")
+    with pytest.raises(SystemExit):  # the same command would discard the epochs again
+        main(["train", "--run-dir", str(tmp_path / "run"), "--overwrite"])
+    assert capsys.readouterr().err.strip() == (
+        "interrupted. Run the same command without --overwrite again to resume from the "
+        "last finished epoch.")
 
 
 def test_the_command_line_prints_its_own_lines_not_tensorflows_start_up_log(tmp_path):
@@ -161,12 +166,24 @@ REFUSED_BEFORE_TENSORFLOW = {
     "bn images without averaged weights": (
         ["train", "--run-dir", "r", "--recipe", "fast3", "--ema", "0"], 2,
         "error: `bn_images`=5120 re-estimates the averaged weights' BatchNorm statistics "
-        "and needs `ema` > 0, got ema=0."),
+        "and needs `ema` > 0, got ema=0; set `bn_images` to 0"),
+    "bn images asked for without averaged weights": (
+        ["train", "--run-dir", "r", "--bn-images", "512"], 2,
+        "error: `bn_images`=512 re-estimates"),
+    "warm-up with a constant schedule": (
+        ["train", "--run-dir", "r", "--recipe", "fast", "--schedule", "constant"], 2,
+        "error: `warmup`=0.25 needs `schedule`='cosine', got 'constant'"),
+    "augmentation without its prefix": (["train", "--run-dir", "r", "--augment", "12-flip"], 2,
+                                        "got '12-flip'"),
+    "patch size in words": (["train", "--run-dir", "r", "--patch-size", "x"], 2,
+                            "argument --patch-size: expected a divisor of 32, got x"),
+    "seed of the comparison": (["compare", "--seed", "-1"], 2,
+                               "argument --seed: expected an integer from 0 to 4294967295"),
 }
 
 
 @pytest.mark.parametrize("case", REFUSED_BEFORE_TENSORFLOW)
-def test_help_and_refused_options_answer_before_tensorflow_is_imported(case):
+def test_help_and_refused_options_answer_before_tensorflow_is_imported(case, tmp_path):
     argv, code, message = REFUSED_BEFORE_TENSORFLOW[case]
     program = textwrap.dedent(f"""
         import sys
@@ -177,9 +194,11 @@ def test_help_and_refused_options_answer_before_tensorflow_is_imported(case):
             print("exit", exit.code)
         print("imported:", *sorted({{"tensorflow", "keras", "matplotlib"}} & set(sys.modules)))
     """)
-    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                            cwd=tmp_path)
     assert message in result.stdout + result.stderr
     assert result.stdout.splitlines()[-2:] == [f"exit {code}", "imported:"]
+    assert not any(tmp_path.iterdir())  # no run directory, no folder of results
 
 
 @pytest.mark.parametrize("fails", [False, True])

@@ -9,7 +9,7 @@ import pathlib
 import pytest
 
 from test_architectures import TINY_MODELS
-from convmixer_lib import choices, compare
+from convmixer_lib import choices, compare, plots
 from convmixer_lib.choices import RECIPES
 from convmixer_lib.data import load_splits
 from convmixer_lib.training import TrainingDiverged
@@ -81,7 +81,7 @@ def test_describe_models_counts_each_models_own_parameters_and_flops():
     assert len({row["parameters"] for row in rows.values()}) == 4
     assert len({row["flops"] for row in rows.values()}) == 4
     assert [(rows[m]["input"], rows[m]["blocks"], rows[m]["width"]) for m in rows] == [
-        ("2×2 patches", 8, "256"), ("3×3 convolutions", 21, "16–32–64"),
+        ("2×2 patches", 8, "256"), ("pixels", 21, "16–32–64"),
         ("2×2 patches", 4, "128"), ("2×2 patches", 4, "128")]
 
 
@@ -149,6 +149,9 @@ def test_a_finished_comparison_trains_nothing_more_and_reads_back(tiny_compariso
             scale = {"minutes": 1, "flops": 1e6, "parameters": 1e3}[key]
             assert x == pytest.approx(results[model][key] / scale)
             assert y == results[model]["metrics"]["test_accuracy"]
+    ordered = compare.comparison_results(tmp_path)
+    (line,) = compare.plot_comparison([{**ordered[0], "metrics": None}, ordered[1]]).axes[0].get_lines()
+    assert (line.get_marker(), line.get_color()) == (plots.MARKERS[1], "C1")  # its own, as before
     unfinished = [{**r, "metrics": None} for r in results.values()]
     with pytest.raises(ValueError, match="no full-budget run has finished"):
         compare.plot_comparison(unfinished)

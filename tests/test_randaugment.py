@@ -194,7 +194,8 @@ def test_augmentation_names_are_checked():
     assert rand_augment_magnitude("randaugment-m12-flip") == 12
     assert rand_augment_magnitude("flip-translate") is None
     for bad in ("randaugment-m31", "randaugment-m", "randaugment-mx", "crop",
-                "randaugment-m12-flop", "randaugment-m-flip", "randaugment-m31-flip"):
+                "randaugment-m12-flop", "randaugment-m-flip", "randaugment-m31-flip",
+                "12-flip", "randaugment-m012", "randaugment-m\u0663", "randaugment-m\u00b2"):
         with pytest.raises(ValueError, match="`augment` must be one of"):
             rand_augment_magnitude(bad)
 

@@ -49,6 +49,13 @@ def test_out_of_range_recipe_settings_are_refused(tmp_path, option, value):
     assert not any(tmp_path.iterdir())
 
 
+def test_a_warmup_that_the_schedule_would_ignore_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="`warmup`=0.25 needs `schedule`='cosine', got "
+                                         "'constant'"):
+        train_tiny(tmp_path, epochs=1, warmup=0.25, schedule="constant")
+    assert not any(tmp_path.iterdir())
+
+
 def test_smoothed_targets_are_what_the_loss_measures(tmp_path):
     model, history, _ = train_tiny(tmp_path, epochs=1, label_smoothing=0.3)
     x_val, y_val = easy_data(128, 1)

@@ -126,6 +126,23 @@ def test_a_resume_with_the_same_settings_finishes_the_run(unfinished):
     assert not (unfinished / "train.lock").exists()
 
 
+@pytest.mark.parametrize("name, text, message", [
+    ("config.json", "{bad", "is not valid JSON"),
+    ("config.json", "[1, 2]", "holds a JSON list, not the object this record is"),
+    ("history.json", "{}", "holds a JSON dict, not the list this record is"),
+    ("config.json", '{"filters": 8, "bogus": 1}', "does not describe a model the library "
+                                                  "builds: .*bogus"),
+])
+def test_a_damaged_record_is_refused_in_one_line_naming_it(tmp_path, name, text, message):
+    save_plain_weights(build_convmixer(**TINY), str(tmp_path / "best.weights.h5"))
+    (tmp_path / "config.json").write_text(json.dumps(TINY))
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ValueError, match=message) as refused:
+        (read_json(tmp_path / name) if name == "history.json"
+         else load_run_model(str(tmp_path)))
+    assert name in str(refused.value) and "\n" not in str(refused.value)
+
+
 def test_records_without_settings_are_refused(tmp_path):
     run_dir = tmp_path / "older"
     run_dir.mkdir()
