@@ -39,18 +39,24 @@ TEST_06_explain := -p RECORD_DIR $(RECORD) -p EVAL_SIZE 256 -p GALLERY 3 \
   -p EXPORT_DIR $(TEST_EXPORT)
 TEST_07_ablations := -p ABLATIONS_DIR $(abspath results/ablations) \
   -p FULL_ABLATIONS_DIR $(abspath results/ablations-full)
+TEST_08_comparison := -p COMPARISON_DIR $(abspath results/comparison) \
+  -p ABLATIONS_DIR $(abspath results/ablations) \
+  -p FULL_ABLATIONS_DIR $(abspath results/ablations-full)
 TEST_BACKENDS := $(abspath _build/runs/test-backends)
 TEST_A2_backends := -p RECORD_DIR $(RECORD) -p PREDICT_COUNT 16 -p FILTERS 16 -p DEPTH 1 \
   -p BATCH_SIZE 16 -p STEPS 3 -p START_FILE $(TEST_BACKENDS)/start.keras \
   -p THROUGHPUT $(abspath results/throughput-backends.txt)
 
 # The unit tests of what a user runs on any Keras backend, run again on these,
-# and the chapters again on JAX, but chapter 4 (its measurements took JAX's
-# slower CPU convolutions 12 minutes for its first 51 of 84 cells) and the
-# appendix on backends (it runs each backend in a process of its own already).
+# and the chapters again on JAX and PyTorch, but the appendix on backends (it
+# runs each backend in a process of its own already) and, on JAX, chapter 4
+# (its measurements took JAX's slower CPU convolutions 12 minutes for its first
+# 51 of 84 cells; on PyTorch the whole chapter took 152 s).
 OTHER_BACKENDS := jax torch
 JAX_NOTEBOOKS := 01_data 02_model 03_training 05_filters 06_explain 07_ablations \
-  A1_faster_on_cpu
+  08_comparison A1_faster_on_cpu
+TORCH_NOTEBOOKS := 01_data 02_model 03_training 04_recipes 05_filters 06_explain \
+  07_ablations 08_comparison A1_faster_on_cpu
 BACKEND_TESTS := tests/test_model.py tests/test_data.py tests/test_training.py \
   tests/test_explain.py tests/test_rundir.py tests/test_architectures.py
 
@@ -108,6 +114,9 @@ test: $(STAMP) $(IPYTHONDIR)/profile_default/ipython_kernel_config.py
 	rm -rf $(TEST_RUN) $(TEST_EXPORT) $(TEST_BACKENDS)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q --nbval-lax \
 	  $(addprefix $(TEST_NOTEBOOKS)/,$(addsuffix .ipynb,$(JAX_NOTEBOOKS)))
+	rm -rf $(TEST_RUN) $(TEST_EXPORT) $(TEST_BACKENDS)
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -q --nbval-lax \
+	  $(addprefix $(TEST_NOTEBOOKS)/,$(addsuffix .ipynb,$(TORCH_NOTEBOOKS)))
 
 check-book: $(STAMP)
 	$(BIN)/python -m pytest -v tests/test_book_in_browser.py

@@ -281,7 +281,7 @@ def plot_comparison(results, title="Test accuracy against what each model costs"
         for index, row in finished:
             ax.plot(row[key] / unit, row["metrics"]["test_accuracy"], MARKERS[index],
                     color=f"C{index}", markersize=9, label=row["name"])
-        ax.set_xlim(left=0)
+        ax.set_xlim(0, 1.1 * max(row[key] / unit for _, row in finished))
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy")

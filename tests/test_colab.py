@@ -38,7 +38,7 @@ def _run(source, monkeypatch, in_colab):
 
 
 def test_every_notebook_starts_with_the_same_colab_cell():
-    assert len(NOTEBOOKS) == 9  # seven chapters and two appendices
+    assert len(NOTEBOOKS) == 10  # eight chapters and two appendices
     cells = {_colab_cell(path) for path in NOTEBOOKS}
     assert len(cells) == 1 and "google.colab" in cells.pop()
 
