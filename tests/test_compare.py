@@ -40,7 +40,7 @@ def test_a_diverging_grid_run_counts_as_the_worst_rate_and_is_not_trained_again(
     accuracy = {0.001: 0.5, 0.003: 0.6, 0.01: 0.7, 0.03: None}
     trained = []
 
-    def train(run_dir, splits, model, budget, rate, test, verbose):
+    def train(run_dir, splits, model, budget, rate, test, verbose, seed=compare.SEED):
         trained.append((budget, rate))
         os.makedirs(run_dir, exist_ok=True)
         if budget == "full":
