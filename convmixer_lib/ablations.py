@@ -22,7 +22,7 @@ from .choices import BUDGETS, check_names, configurations
 from .flops import forward_flops
 from .model import build_convmixer
 from .recipes import train_recipe
-from .rundir import read_json, run_state
+from .records import read_json, run_state
 
 # How the book names each factor, and the changes that are not "<factor> <value>".
 FACTOR_NAMES = {"kernel_size": "kernel size", "patch_size": "patch size", "depth": "depth",

@@ -9,6 +9,7 @@ refuses an option before any work starts.
 import argparse
 import math
 import numbers
+import os
 
 from .choices import rand_augment_magnitude
 
@@ -59,6 +60,16 @@ def check_number(name, value, low, high=None, low_open=False, high_open=False):
     return value
 
 
+def check_list(name, value):
+    """Return `value` unless it is one string where a list is expected (a
+    string is a sequence of characters, each taken for an item); then raise
+    ValueError naming `name` and how to pass it."""
+    if isinstance(value, (str, bytes)):
+        raise ValueError(f"`{name}` must be a list, got the single string {value!r}; "
+                         f"pass [{value!r}].")
+    return value
+
+
 def check_patch_size(patch_size, image_size):
     """Return `patch_size` if it is a positive int that divides `image_size`
     (the side of square images, in pixels), else raise ValueError naming both
@@ -93,6 +104,39 @@ def check_warmup(warmup, schedule):
         raise ValueError(f"`warmup`={warmup:g} needs `schedule`='cosine', got {schedule!r}; "
                          "set the warm-up to 0 for another schedule.")
     return warmup
+
+
+def check_cifar10_path(path=None):
+    """The CIFAR-10 copy to read: `path`, else the environment variable
+    `CIFAR10_PATH`, else None (Keras' download).
+
+    Raises:
+        FileNotFoundError: naming the path, if one is given and does not exist.
+    """
+    path = (os.environ.get("CIFAR10_PATH") or None) if path is None else os.fspath(path)
+    if path is not None and not os.path.exists(path):
+        raise FileNotFoundError(
+            f"CIFAR-10 not found at {path!r}: expected the archive "
+            "cifar-10-python.tar.gz or its extracted cifar-10-batches-py/ folder."
+        )
+    return path
+
+
+def check_image_path(path):
+    """Return `path` if it names an existing file, else raise one line naming it.
+
+    Raises:
+        IsADirectoryError: if `path` is a directory.
+        FileNotFoundError: if `path` does not exist.
+        TypeError: if `path` is not a path (a str or `os.PathLike`).
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"expected the path of an image file, got {path!r}.")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{os.fspath(path)!r} is a directory, expected an image file.")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"image {os.fspath(path)!r} not found.")
+    return path
 
 
 def number_argument(low, high=None, low_open=False, high_open=False):

@@ -183,10 +183,13 @@ def check_names(only, budget="short"):
     """Refuse names in `only` that are not configurations of `budget`'s sweep.
 
     Raises:
-        ValueError: naming the unknown names and the sweep's configurations.
+        ValueError: naming the unknown names and the sweep's configurations, or
+            if `only` is one string rather than a list of names.
     """
+    from .checks import check_list  # checks.py imports this module
+
     names = [run["name"] for run in configurations(budget)]
-    unknown = set(only or ()) - set(names)
+    unknown = set(check_list("only", only) or ()) - set(names)
     if unknown:
         raise ValueError(f"no configurations named {sorted(unknown)}; the {budget} budget's "
                          f"sweep has {names}.")

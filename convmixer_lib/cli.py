@@ -12,6 +12,8 @@ from .checks import (
     SEED_LIMIT,
     augmentation_argument,
     check_bn_images,
+    check_cifar10_path,
+    check_image_path,
     check_warmup,
     int_argument,
     number_argument,
@@ -35,19 +37,24 @@ from .choices import (
     configurations,
     recipe_settings,
 )
+from .records import check_run_files, check_trainable
 
 # Each command imports what it needs from the library when it runs, and `main`
 # starts TensorFlow just before, after parsing the arguments and running the
-# command's `check`: `--help` and a refused option answer before TensorFlow starts.
+# command's `check`: `--help`, a refused option and a missing or finished file
+# answer before TensorFlow starts.
 
 
 def train_check(args):
     """What the parser cannot check alone: the recipe's settings with the options
-    given, against each other."""
+    given, against each other; the data's path; a run directory that no
+    settings could train (finished, or being trained)."""
     settings = recipe_settings(args.recipe, **{key: getattr(args, key)
                                                for key in RECIPES[args.recipe]})
     check_bn_images(settings["bn_images"], settings["ema"])
     check_warmup(settings["warmup"], settings["schedule"])
+    check_cifar10_path(args.data)
+    check_trainable(args.run_dir, args.overwrite)
 
 
 def train_command(args, argv):
@@ -81,6 +88,11 @@ def train_command(args, argv):
     )
 
 
+def evaluate_check(args):
+    check_run_files(args.run_dir)
+    check_cifar10_path(args.data)
+
+
 def evaluate_command(args, argv):
     from .data import load_splits
     from .fast import accelerate
@@ -93,6 +105,12 @@ def evaluate_command(args, argv):
     print(f"Test images: {len(x_test)}")
     print(f"Test loss: {results['loss']:.4f}")
     print(f"Test accuracy: {100 * results['accuracy']:.2f}%")
+
+
+def predict_check(args):
+    check_run_files(args.run_dir)
+    for path in args.images:
+        check_image_path(path)
 
 
 def predict_command(args, argv):
@@ -109,6 +127,7 @@ def predict_command(args, argv):
 
 def ablate_check(args):
     check_names(args.only, args.budget)
+    check_cifar10_path(args.data)
 
 
 def ablate_command(args, argv):
@@ -123,6 +142,10 @@ def ablate_command(args, argv):
 
 # Where each budget's sweep keeps its runs by default.
 ABLATION_FOLDERS = {"short": "results/ablations", "full": "results/ablations-full"}
+
+
+def compare_check(args):
+    check_cifar10_path(args.data)
 
 
 def compare_command(args, argv):
@@ -209,7 +232,7 @@ def _parser():
         "CIFAR-10 test images.")
     e.add_argument("--batch-size", type=positive_int_argument, default=128,
                    help="default: 128")
-    e.set_defaults(run=evaluate_command)
+    e.set_defaults(run=evaluate_command, check=evaluate_check)
 
     p = commands.add_parser(
         "predict", parents=[run_dir], help="classify image files with a run's best weights",
@@ -221,7 +244,7 @@ def _parser():
                    help="classes to print per image (default: 3)")
     p.add_argument("--flips", action="store_true",
                    help="average each image's prediction with its mirror image's")
-    p.set_defaults(run=predict_command)
+    p.set_defaults(run=predict_command, check=predict_check)
     short, full = BUDGETS["short"], BUDGETS["full"]
     a = commands.add_parser(
         "ablate", parents=[data], help="train the ablation sweep, skipping finished runs",
@@ -263,7 +286,7 @@ def _parser():
                    help=f"seed of the full-budget runs; another than {COMPARISON_SEED} trains "
                    "them again into FOLDER/<model>-seed<SEED>, to measure the noise "
                    f"(default: {COMPARISON_SEED})")
-    c.set_defaults(run=compare_command)
+    c.set_defaults(run=compare_command, check=compare_check)
     return parser
 
 
@@ -298,8 +321,7 @@ def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        if hasattr(args, "check"):  # what the parser cannot check alone
-            args.check(args)
+        args.check(args)  # what the parser cannot check alone
         with native_stderr_hidden():
             import tensorflow as tf
 

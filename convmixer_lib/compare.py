@@ -24,13 +24,13 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import PercentFormatter
 
 from .architectures import build_model
-from .checks import SEED_LIMIT, check_int
+from .checks import SEED_LIMIT, check_int, check_list
 from .choices import BUDGETS, FIRST_RATES, MODELS, RATES
 from .choices import COMPARISON_SEED as SEED
 from .flops import forward_flops
 from .plots import MARKERS
 from .recipes import train_recipe
-from .rundir import read_json, run_state, write_json
+from .records import read_json, run_state, write_json
 from .training import TrainingDiverged
 
 MODEL_NAMES = {"convmixer": "ConvMixer-256/8", "resnet": "ResNet-44", "vit": "ViT-128/4",
@@ -141,7 +141,7 @@ def run_comparison(folder, splits, only=None, seed=SEED, verbose="auto"):
             budget, seed or rate).
     """
     check_int("seed", seed, 0, SEED_LIMIT)
-    unknown = set(only or ()) - set(MODELS)
+    unknown = set(check_list("only", only) or ()) - set(MODELS)
     if unknown:
         raise ValueError(f"no models named {sorted(unknown)}; the comparison has "
                          f"{list(MODELS)}.")
@@ -155,7 +155,8 @@ def run_comparison(folder, splits, only=None, seed=SEED, verbose="auto"):
                 _train(run_dir, splits, model, "short", next_rates[0], test=False,
                        verbose=verbose)
             except TrainingDiverged as error:  # a rate too high: tried, and worst
-                print(f"{os.path.basename(run_dir)}: {error}")
+                print(f"{os.path.basename(run_dir)} diverged ({error.what}): the rate "
+                      "counts as the worst")
                 write_json(os.path.join(run_dir, DIVERGED),
                            {"learning_rate": next_rates[0], "error": str(error)})
         chosen[model] = chosen_rate(grid_results(folder, model))

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .checks import check_positive_int
+from .checks import check_cifar10_path, check_positive_int
 from .choices import FLIP_ONLY_SUFFIX, VALIDATION_SIZE, rand_augment_magnitude
 from .randaugment import rand_augment
 
@@ -80,16 +80,9 @@ def load_cifar10(path=None):
         ConnectionError: if no `path` or `CIFAR10_PATH` is given and Keras
             can neither download the dataset nor find it in its cache.
     """
-    if path is None:
-        path = os.environ.get("CIFAR10_PATH") or None
+    path = check_cifar10_path(path)
     if path is None:
         return _download()
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"CIFAR-10 not found at {path!r}: expected the archive "
-            f"cifar-10-python.tar.gz or its extracted {_FOLDER}/ folder."
-        )
     if os.path.isdir(path):
         batches = _read_folder(path)
     else:

@@ -13,7 +13,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .checks import check_int
+from .checks import (
+    check_image_path,
+    check_int,
+    check_list,
+    check_number,
+    check_positive_int,
+)
 from .choices import CLASS_NAMES
 from .data import check_images
 
@@ -76,7 +82,8 @@ def occlusion_sensitivity(model, images, class_index=None, patch_size=4, stride=
 
     Args:
         model, images, class_index: as for `grad_cam`.
-        patch_size, stride: side and step of the square, in pixels.
+        patch_size, stride: side and step of the square, in pixels (the
+            side at most the image's).
         fill: the grey value (0–255) the square is filled with.
 
     Returns:
@@ -88,6 +95,9 @@ def occlusion_sensitivity(model, images, class_index=None, patch_size=4, stride=
     check_images(images, image_size=model.input_shape[1])
     images = np.asarray(images)
     n, height, width, _ = images.shape
+    check_int("patch_size", patch_size, 1, min(height, width) + 1)
+    check_positive_int("stride", stride)
+    check_number("fill", fill, 0, 255)
     probabilities = model.predict(images, verbose=0)
     classes = _classes(class_index, probabilities)
     base = probabilities[np.arange(n), classes]
@@ -170,11 +180,9 @@ def load_image(path, image_size=32, max_pixels=MAX_PIXELS):
 
     from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{path!r} is a directory, expected an image file.")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"image {path!r} not found.")
+    path = os.fspath(check_image_path(path))
+    check_positive_int("image_size", image_size)
+    check_positive_int("max_pixels", max_pixels)
     notes = []
     try:
         with warnings.catch_warnings():  # the size is checked below, before decoding
@@ -222,10 +230,13 @@ def _rgb(picture, path, notes):
 
     mode = picture.mode
     if mode.startswith("I;16") or mode == "I":
+        # Pillow reads 16-bit PGM as I, scaled to 0-65535; a TIFF of 32-bit
+        # integers (BitsPerSample 32) is I too, with no range to scale from.
         values = np.asarray(picture).astype(np.float64)
-        if mode == "I" and (values.min() < 0 or values.max() > 65535):
+        bits = max(getattr(picture, "tag_v2", {}).get(258, (16,)))
+        if mode == "I" and (bits > 16 or values.min() < 0 or values.max() > 65535):
             raise _Refused(f"{path!r} has 32-bit pixels ({mode}) without a fixed "
-                             "range; save it with 8 or 16 bits per channel.")
+                           "range; save it with 8 or 16 bits per channel.")
         notes.append(f"its 16-bit greyscale ({mode}) was scaled to 8 bits")
         grey = np.round(values * 255 / 65535).astype(np.uint8)
         return Image.fromarray(np.stack([grey] * 3, axis=-1), mode="RGB")
@@ -257,6 +268,7 @@ def predict_with_flips(model, images, batch_size=128, plain=None):
     computed, `(n, classes)`; only the mirror images are then predicted.
     """
     check_images(images, image_size=model.input_shape[1])
+    check_positive_int("batch_size", batch_size)
     images = np.asarray(images)
     if plain is None:
         plain = model.predict(images, batch_size=batch_size, verbose=0)
@@ -278,6 +290,7 @@ def predict_images(model, paths, top=3, flips=False, class_names=CLASS_NAMES):
         of `(class name, probability)`, most probable first).
     """
     check_int("top", top, 1, len(class_names) + 1)
+    check_list("paths", paths)
     loaded = [load_image(path, model.input_shape[1]) for path in paths]
     images = np.stack([image for image, _ in loaded])
     probabilities = (predict_with_flips(model, images) if flips

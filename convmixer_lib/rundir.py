@@ -1,23 +1,9 @@
-"""A run directory: everything one training run writes, and the rules that keep it whole.
-
-    config.json       the model's settings, for `architectures.build_model(config)`
-    run.json          the settings that shape the result, recorded when the run
-                      starts, and one segment per process that trained it
-    history.json      one record per finished epoch: losses, accuracies, seconds
-    best.weights.h5   the weights of the epoch with the best validation accuracy
-    metrics.json      test results and how they were obtained; written last, it
-                      marks the run finished
-    backup/           Keras' BackupAndRestore state while the run is unfinished
-    train.lock        held by the one process that trains the run
-
-A finished run is never overwritten unless asked; an unfinished one resumes
-only with the settings it started with; one process trains a directory at a time.
+"""Training into a run directory (`records.py` lists its files and rules): the
+process's hold on the directory, the record of each epoch and the best weights,
+saved and loaded as plain Keras layers whatever layers trained them.
 """
 
 import contextlib
-import datetime
-import fcntl
-import json
 import math
 import os
 import platform
@@ -32,157 +18,21 @@ import tensorflow as tf
 
 from .architectures import build_model, model_config
 from .machine import processor_name, vector_extensions
-
-CONFIG = "config.json"
-RUN = "run.json"
-HISTORY = "history.json"
-BEST_WEIGHTS = "best.weights.h5"
-METRICS = "metrics.json"
-BACKUP = "backup"
-LOCK = "train.lock"
-_RECORDS = (CONFIG, RUN, HISTORY, BEST_WEIGHTS, METRICS, BACKUP)
-
-
-def write_json(path, obj):
-    """Write JSON atomically: a reader never sees a half-written file."""
-    partial = f"{path}.partial"
-    with open(partial, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(partial, path)
-
-
-def read_json(path):
-    """Read one JSON record of a run directory: history.json's list of epochs,
-    or any other record's object (a dict).
-
-    Raises:
-        ValueError: in one line naming the file, if it is not JSON or not of
-            its record's kind.
-    """
-    with open(path) as f:
-        try:
-            record = json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{os.fspath(path)!r} is not valid JSON ({error}): the record "
-                             "is damaged; restore it or train the run again.") from None
-    kind = list if os.path.basename(path) == HISTORY else dict
-    if not isinstance(record, kind):
-        raise ValueError(f"{os.fspath(path)!r} holds a JSON {type(record).__name__}, not the "
-                         f"{'list' if kind is list else 'object'} this record is; restore "
-                         "it or train the run again.")
-    return record
-
-
-def run_state(run_dir):
-    """"new" (nothing recorded yet), "unfinished" or "finished" (metrics.json written)."""
-    if os.path.exists(os.path.join(run_dir, METRICS)):
-        return "finished"
-    if any(os.path.exists(os.path.join(run_dir, name)) for name in _RECORDS):
-        return "unfinished"
-    return "new"
-
-
-def _now():
-    """The current UTC time, to the second, as ISO 8601 text."""
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _finished_run(metrics):
-    """"finished run of N epochs (test accuracy X%)", from metrics.json."""
-    return (f"finished run of {metrics.get('epochs')} epochs (test accuracy "
-            f"{100 * metrics.get('test_accuracy', math.nan):.2f}%)")
-
-
-def _flatten(settings, prefix=""):
-    flat = {}
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-# Settings added to the library after some runs started, with the value those
-# runs trained with: no BatchNorm re-estimate for the averaged weights.
-ADDED_SETTINGS = {"bn_images": 0}
-
-
-def check_start(run_dir, settings, overwrite=False):
-    """Refuse to train `run_dir` with `settings` unless that keeps its records whole.
-
-    A new directory may start; a finished one only with `overwrite`; an
-    unfinished one resumes only if every setting equals what it recorded when
-    it started. Reads, never writes.
-
-    Args:
-        run_dir: the run directory.
-        settings: a JSON-serializable dict of everything that shapes the result
-            (model, data, recipe), as `run_experiment` records it in run.json.
-        overwrite: allow discarding whatever the directory holds.
-
-    Raises:
-        ValueError: naming the directory and what to do instead, with one line
-            per setting that differs from the recorded one.
-    """
-    state = run_state(run_dir)
-    if state == "new" or overwrite:
-        return
-    if state == "finished":
-        raise ValueError(
-            f"{run_dir!r} holds a {_finished_run(read_json(os.path.join(run_dir, METRICS)))}: "
-            "train into a new run directory, or overwrite (--overwrite, overwrite=True) "
-            "to discard its weights and records."
-        )
-    run_file = os.path.join(run_dir, RUN)
-    if not os.path.exists(run_file):
-        raise ValueError(
-            f"{run_dir!r} holds records of a run but no {RUN}, so its settings cannot "
-            "be checked: train into a new run directory, or overwrite "
-            "(--overwrite, overwrite=True) to discard them."
-        )
-    # A setting added to the library since the run started reads as the value
-    # the run trained with.
-    recorded = {**ADDED_SETTINGS, **_flatten(read_json(run_file)["settings"])}
-    requested = _flatten(json.loads(json.dumps(settings)))
-    differences = [
-        f"  {key}: recorded {recorded.get(key, '(not set)')!r}, "
-        f"now {requested.get(key, '(not set)')!r}"
-        for key in sorted(set(recorded) | set(requested))
-        if recorded.get(key, "(not set)") != requested.get(key, "(not set)")
-    ]
-    if differences:
-        raise ValueError(
-            f"{run_dir!r} holds an unfinished run started with other settings; resume "
-            "it with the recorded ones, train into a new run directory, or overwrite "
-            "(--overwrite, overwrite=True) to discard it:\n" + "\n".join(differences)
-        )
-
-
-@contextlib.contextmanager
-def _lock(run_dir):
-    """Hold `train.lock`. The operating system releases it when its process
-    ends, however it ends, so a killed trainer leaves no stuck lock."""
-    path = os.path.join(run_dir, LOCK)
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            raise BlockingIOError(
-                f"{run_dir!r} is being trained by {holder}: wait for it to end or "
-                "stop it; one process trains a run directory at a time."
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"process {os.getpid()} on {platform.node()} since {_now()}\n")
-        f.flush()
-        try:
-            yield
-        finally:
-            os.remove(path)
+from .records import (
+    BEST_WEIGHTS,
+    CONFIG,
+    HISTORY,
+    RECORDS,
+    RUN,
+    check_run_files,
+    check_start,
+    describe,
+    hold_lock,
+    read_json,
+    run_state,
+    utc_now,
+    write_json,
+)
 
 
 @contextlib.contextmanager
@@ -200,11 +50,11 @@ def training_run(run_dir, model, settings, details=None, overwrite=False):
     """
     check_start(run_dir, settings, overwrite)
     os.makedirs(run_dir, exist_ok=True)
-    with _lock(run_dir):
+    with hold_lock(run_dir):
         check_start(run_dir, settings, overwrite)  # again, now that no one else writes
         if overwrite and run_state(run_dir) != "new":
-            print(f"Overwriting {run_dir}: discarding {_describe(run_dir)}.")
-            for name in _RECORDS:
+            print(f"Overwriting {run_dir}: discarding {describe(run_dir)}.")
+            for name in RECORDS:
                 path = os.path.join(run_dir, name)
                 if os.path.isdir(path):
                     shutil.rmtree(path)
@@ -215,7 +65,7 @@ def training_run(run_dir, model, settings, details=None, overwrite=False):
             "settings": settings, "segments": []}
         segment = {
             "segment": len(run["segments"]) + 1,
-            "started": _now(),
+            "started": utc_now(),
             "environment": environment(),
             **(details or {}),
         }
@@ -223,14 +73,6 @@ def training_run(run_dir, model, settings, details=None, overwrite=False):
         write_json(os.path.join(run_dir, CONFIG), model_config(model))
         write_json(run_file, run)
         yield segment["segment"]
-
-
-def _describe(run_dir):
-    if run_state(run_dir) == "finished":
-        return f"its {_finished_run(read_json(os.path.join(run_dir, METRICS)))}"
-    history_file = os.path.join(run_dir, HISTORY)
-    epochs = len(read_json(history_file)) if os.path.exists(history_file) else 0
-    return f"its unfinished run ({epochs} finished epochs)"
 
 
 def segments(run_dir, history):
@@ -354,20 +196,14 @@ def load_run_model(run_dir):
         ValueError: in one line, if config.json is damaged or describes no
             model of the library, or the weights do not fit its model.
     """
-    weights = os.path.join(run_dir, BEST_WEIGHTS)
-    for path in (os.path.join(run_dir, CONFIG), weights):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"{path!r} not found: expected a run directory written by "
-                "`run_experiment` or `python -m convmixer_lib train`."
-            )
+    check_run_files(run_dir)
     config_path = os.path.join(run_dir, CONFIG)
     try:
         model = build_model(read_json(config_path))
     except TypeError as error:  # an argument the builder does not take
         raise ValueError(f"{config_path!r} does not describe a model the library builds: "
                          f"{error}.") from None
-    load_plain_weights(model, weights)
+    load_plain_weights(model, os.path.join(run_dir, BEST_WEIGHTS))
     return model
 
 

@@ -1,7 +1,8 @@
 """Training (`run_experiment`: the example's recipe and the faster ones of
 `recipes.py`) and evaluation (`evaluate`).
 
-Everything a run writes goes into a run directory; `rundir.py` keeps it whole.
+Everything a run writes goes into a run directory; `records.py` and `rundir.py`
+keep it whole.
 """
 
 import os
@@ -23,16 +24,8 @@ from .checks import (
 from .choices import SCHEDULES
 from .data import check_images
 from .explain import predict_with_flips
-from .rundir import (
-    BACKUP,
-    BEST_WEIGHTS,
-    METRICS,
-    RunLog,
-    load_plain_weights,
-    segments,
-    training_run,
-    write_json,
-)
+from .records import BACKUP, BEST_WEIGHTS, METRICS, write_json
+from .rundir import RunLog, load_plain_weights, segments, training_run
 
 
 def evaluate(model, images, labels, batch_size=128, flips=False):
@@ -45,6 +38,7 @@ def evaluate(model, images, labels, batch_size=128, flips=False):
         `score(probabilities, labels)` of the model's class probabilities.
     """
     check_images(images, labels, image_size=model.input_shape[1])
+    check_positive_int("batch_size", batch_size)
     if flips:
         probabilities = predict_with_flips(model, images, batch_size)
     else:
@@ -259,7 +253,12 @@ def reestimate_batchnorm(model, batches, images=None):
 
 
 class TrainingDiverged(FloatingPointError):
-    """Training stopped because the loss became NaN or infinite."""
+    """Training stopped because a loss, the weights, the BatchNorm statistics or
+    a validation result became NaN or infinite; `what` says which, and when."""
+
+    def __init__(self, message, what=None):
+        super().__init__(message)
+        self.what = what or message
 
 
 class StopOnDivergence(keras.callbacks.Callback):
@@ -269,9 +268,12 @@ class StopOnDivergence(keras.callbacks.Callback):
     diverged epoch is neither recorded nor backed up: the run directory keeps
     its finished epochs and is never recorded as finished. (Keras'
     `TerminateOnNaN` lets the epoch end, which would record it.) At the end of
-    an epoch it also checks the weights, which the epoch's last step may have
-    made non-finite after computing a finite loss; place it first among the
-    callbacks, before those that record the epoch.
+    an epoch it also checks the weights and the BatchNorm statistics, which
+    the epoch's last step may have made non-finite after computing a finite
+    loss; place it first among the callbacks. `logs_check()` is a callback
+    for just before the one that records the epoch: it stops the run if any
+    number the epoch would record (validation losses and accuracies of the
+    raw and averaged weights) is not finite.
     """
 
     def __init__(self, run_dir):
@@ -289,16 +291,33 @@ class StopOnDivergence(keras.callbacks.Callback):
                        f"step {batch + 1}")
 
     def on_epoch_end(self, epoch, logs=None):
-        if not all(np.isfinite(keras.ops.convert_to_numpy(w)).all()
-                   for w in self.model.trainable_weights):
-            self._stop(f"the weights became non-finite in the last step of epoch {epoch + 1}")
+        for kind, weights in (("weights", self.model.trainable_weights),
+                              ("BatchNorm statistics", self.model.non_trainable_weights)):
+            if not all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in weights):
+                self._stop(f"the {kind} became non-finite in the last step of epoch "
+                           f"{epoch + 1}")
+
+    def logs_check(self):
+        """The callback that stops the run before a non-finite number is recorded."""
+        stop = self
+
+        class NonFiniteLogs(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                bad = sorted(key for key, value in (logs or {}).items()
+                             if not np.isfinite(value))
+                if bad:
+                    stop._stop(f"{', '.join(bad)} became "
+                               f"{', '.join(str(float(logs[key])) for key in bad)} "
+                               f"at the end of epoch {epoch + 1}")
+
+        return NonFiniteLogs()
 
     def _stop(self, what):
         finished = f"{self.epoch} finished epoch" + ("" if self.epoch == 1 else "s")
         raise TrainingDiverged(
             f"training diverged: {what}; {self.run_dir!r} keeps its {finished} and "
             "resumes from them with the same settings, or train anew with a lower "
-            "learning rate (--overwrite, overwrite=True).")
+            "learning rate (--overwrite, overwrite=True).", what)
 
 
 class AveragedWeights(keras.callbacks.SwapEMAWeights):
@@ -518,8 +537,10 @@ def run_experiment(
         ValueError: if `run_dir` holds a finished run (without `overwrite`) or
             an unfinished one with other settings; nothing is written then.
         BlockingIOError: if another process is training `run_dir`.
-        TrainingDiverged: at the first step whose loss is not finite; the
-            epochs finished before it stay recorded (`StopOnDivergence`).
+        TrainingDiverged: at the first step whose loss is not finite, or at
+            the end of an epoch whose weights, BatchNorm statistics or
+            validation results are not; the epochs finished before it stay
+            recorded (`StopOnDivergence`).
     """
     check_positive_int("epochs", epochs)
     check_number("learning_rate", learning_rate, 0, low_open=True)
@@ -562,6 +583,7 @@ def run_experiment(
         averaged = [AveragedWeights(val_one_hot, train_one_hot if bn_images else None,
                                     bn_images)] if ema > 0 else []
         log = RunLog(run_dir, segment)
+        diverged = StopOnDivergence(run_dir)
         raw_back = [averaged[0].raw_weights_back()] if averaged else []
         backup = keras.callbacks.BackupAndRestore(
             os.path.join(run_dir, BACKUP), double_checkpoint=True
@@ -570,7 +592,7 @@ def run_experiment(
             train_one_hot,
             validation_data=val_one_hot,
             epochs=epochs,
-            callbacks=[StopOnDivergence(run_dir), *callbacks, *averaged, log, *raw_back,
+            callbacks=[diverged, *callbacks, *averaged, diverged.logs_check(), log, *raw_back,
                        backup],
             shuffle=False,  # the training dataset shuffles itself
             verbose=verbose,

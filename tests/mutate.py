@@ -45,6 +45,12 @@ MUTATIONS = [
              "the augmentation as a keras.Sequential inside tf.data, which only TensorFlow runs",
              ("test_data.py", "-k", "training_dataset_is_augmented"), backend="jax"),
     # training.py
+    Mutation("training.py", '("BatchNorm statistics", self.model.non_trainable_weights)',
+             '("BatchNorm statistics", [])',
+             "non-finite BatchNorm statistics go unnoticed", ("test_training.py", "-k", "non_finite")),
+    Mutation("training.py", "                             if not np.isfinite(value))",
+             "                             if np.isinf(value))",
+             "a NaN validation loss is recorded", ("test_training.py", "-k", "non_finite")),
     Mutation("training.py", "        if loss is not None and not np.isfinite(float(loss)):",
              "        if loss is not None and np.isinf(float(loss)):",
              "a NaN loss goes unnoticed and the run is recorded as finished", ("test_training.py", "-k", "diverging")),
@@ -138,6 +144,10 @@ MUTATIONS = [
              "    return [dz, dbeta, dgamma, None, None]",
              "the fused layer's gradients for gamma and beta swapped", ("test_fast.py", "-k", "matches_keras_gelu")),
     # explain.py
+    Mutation("explain.py", "(bits > 16 or values.min() < 0",
+             "(values.min() < 0",
+             "a 32-bit TIFF within 16 bits' values is read as a 16-bit picture",
+             ("test_explain.py", "-k", "bad_image_files")),
     Mutation("explain.py", "        grey = np.round(values * 255 / 65535).astype(np.uint8)",
              "        grey = np.clip(values, 0, 255).astype(np.uint8)",
              "16-bit greyscale clipped to white instead of scaled", ("test_explain.py", "-k", "16_bit")),
@@ -163,7 +173,15 @@ MUTATIONS = [
     Mutation("rundir.py", "        if record[\"val_accuracy\"] > self._best:",
              "        if record[\"val_accuracy\"] > self._best or True:",
              "the last epoch's weights kept instead of the best one's", ("test_training.py", "-k", "best_epochs_not_the_last")),
-    Mutation("rundir.py", "if recorded.get(key, \"(not set)\") != requested.get(key, \"(not set)\")",
+    # records.py
+    Mutation("records.py", "    if os.path.isfile(lock):", "    if False:",
+             "a run directory another process trains is let through the early check",
+             ("test_rundir.py", "-k", "one_trainer")),
+    Mutation("records.py", "    if not overwrite:\n        _check_not_finished(run_dir)",
+             "    if overwrite:\n        _check_not_finished(run_dir)",
+             "the early check refuses a finished run only with --overwrite",
+             ("test_rundir.py", "-k", "never_trained_over")),
+    Mutation("records.py", "if recorded.get(key, \"(not set)\") != requested.get(key, \"(not set)\")",
              "if not key.startswith(\"model.\") and recorded.get(key, \"(not set)\") != requested.get(key, \"(not set)\")",
              "a run resumes with another model", ("test_rundir.py", "-k", "other_settings or differing")),
     # recipes.py
@@ -201,6 +219,10 @@ MUTATIONS = [
              "if (not isinstance(value, numbers.Integral)",
              "True accepted as the integer 1", ("test_model.py", "-k", "bad_configuration")),
     # cli.py
+    Mutation("cli.py", "    check_trainable(args.run_dir, args.overwrite)",
+             "    check_trainable(args.run_dir, True)",
+             "a finished run directory is refused only after TensorFlow starts",
+             ("test_cli.py", "-k", "before_tensorflow and finished")),
     Mutation("cli.py", "    check_bn_images(settings[\"bn_images\"], settings[\"ema\"])\n",
              "    pass\n", "a re-estimate without averaged weights is refused only after the data are read",
              ("test_cli.py", "-k", "before_tensorflow")),
@@ -375,6 +397,10 @@ def main():
     scratch = _scratch_copy()
     environment = {k: v for k, v in os.environ.items() if k != "CIFAR10_PATH"}
     environment["KERAS_HOME"] = os.path.join(scratch, ".keras")  # no cached dataset either
+    # The library of the scratch copy, also in the processes the tests start
+    # (the installed one is the unchanged checkout's).
+    environment["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [scratch, os.environ.get("PYTHONPATH")]))
     if args.check:  # every selection runs a test and passes on the unchanged library
         baseline_failures = [m.meaning for m in chosen if subprocess.run(
             _pytest_command(m), cwd=scratch, env={**environment, "KERAS_BACKEND": m.backend},

@@ -1,4 +1,5 @@
 import json
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -77,9 +78,8 @@ def test_train_refuses_an_option_out_of_range_before_any_work(tmp_path, capsys, 
 
 def test_train_refuses_more_devices_than_visible_before_reading_the_data(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    with pytest.raises(SystemExit) as exit:
-        main(["train", "--run-dir", str(run_dir), "--data", str(tmp_path / "absent"),
-              "--devices", "64"])
+    with pytest.raises(SystemExit) as exit:  # an empty folder: refused when it is read
+        main(["train", "--run-dir", str(run_dir), "--data", str(tmp_path), "--devices", "64"])
     assert exit.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: asked for 64 devices, TensorFlow sees")  # not the absent data
@@ -133,17 +133,19 @@ def test_ctrl_c_says_how_to_resume(monkeypatch, tmp_path, capsys):
 
 
 def test_the_command_line_prints_its_own_lines_not_tensorflows_start_up_log(tmp_path):
-    # evaluate starts TensorFlow, then refuses the empty directory.
+    # evaluate starts TensorFlow, then refuses the damaged config.json.
+    (tmp_path / "config.json").write_text("{")
+    (tmp_path / "best.weights.h5").write_bytes(b"")
     result = subprocess.run(
         [sys.executable, "-m", "convmixer_lib", "evaluate", "--run-dir", str(tmp_path)],
         capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stdout == ""
-    assert result.stderr == (f"error: '{tmp_path}/config.json' not found: expected a run "
-                             "directory written by `run_experiment` or `python -m "
-                             "convmixer_lib train`.\n")  # no oneDNN, CUDA driver or absl lines
+    assert result.stderr.startswith(f"error: '{tmp_path}/config.json' is not valid JSON")
+    assert len(result.stderr.splitlines()) == 1  # no oneDNN, CUDA driver or absl lines
 
 
+RECORD = str(pathlib.Path(__file__).parent.parent / "results" / "convmixer-256-8")
 REFUSED_BEFORE_TENSORFLOW = {
     "help": (["--help"], 0, "{train,evaluate,predict,ablate,compare}"),
     "train help": (["train", "--help"], 0, "--learning-rate LEARNING_RATE"),
@@ -179,6 +181,24 @@ REFUSED_BEFORE_TENSORFLOW = {
                             "argument --patch-size: expected a divisor of 32, got x"),
     "seed of the comparison": (["compare", "--seed", "-1"], 2,
                                "argument --seed: expected an integer from 0 to 4294967295"),
+    "missing run directory": (["evaluate", "--run-dir", "r"], 2,
+                              "error: 'r/config.json' not found: expected a run directory"),
+    "missing run directory to predict with": (["predict", "--run-dir", "r", "x.png"], 2,
+                                              "error: 'r/config.json' not found"),
+    "missing image": (["predict", "--run-dir", RECORD, "x.png"], 2,
+                      "error: image 'x.png' not found."),
+    "a directory for an image": (["predict", "--run-dir", RECORD, RECORD], 2,
+                                 f"error: {RECORD!r} is a directory, expected an image file."),
+    "missing data to train on": (["train", "--run-dir", "r", "--data", "absent.tar.gz"], 2,
+                                 "error: CIFAR-10 not found at 'absent.tar.gz': expected"),
+    "missing data to evaluate on": (["evaluate", "--run-dir", RECORD, "--data", "absent"], 2,
+                                    "error: CIFAR-10 not found at 'absent'"),
+    "missing data for the sweep": (["ablate", "--data", "absent"], 2,
+                                   "error: CIFAR-10 not found at 'absent'"),
+    "missing data for the comparison": (["compare", "--data", "absent"], 2,
+                                        "error: CIFAR-10 not found at 'absent'"),
+    "a finished run": (["train", "--run-dir", RECORD, "--data", RECORD], 2,
+                       f"error: {RECORD!r} holds a finished run of 10 epochs"),
 }
 
 

@@ -34,7 +34,7 @@ def test_ties_go_to_the_lower_rate():
 
 
 def test_a_diverging_grid_run_counts_as_the_worst_rate_and_is_not_trained_again(
-        monkeypatch, tmp_path):
+        monkeypatch, tmp_path, capsys):
     # A stand-in for training: writes what a finished grid run records, and
     # diverges at 0.03, as a rate too high for the model would.
     accuracy = {0.001: 0.5, 0.003: 0.6, 0.01: 0.7, 0.03: None}
@@ -47,7 +47,8 @@ def test_a_diverging_grid_run_counts_as_the_worst_rate_and_is_not_trained_again(
             metrics = {"learning_rate": rate}
         elif accuracy[rate] is None:
             (pathlib.Path(run_dir) / "history.json").write_text("[]")
-            raise TrainingDiverged("training diverged: the loss became nan")
+            raise TrainingDiverged("training diverged: ... (--overwrite, overwrite=True).",
+                                   "the loss became nan at epoch 1, step 3")
         else:
             short = compare.BUDGETS["short"]
             metrics = {"recipe": short["recipe"], "epochs": short["epochs"],
@@ -60,6 +61,8 @@ def test_a_diverging_grid_run_counts_as_the_worst_rate_and_is_not_trained_again(
     assert compare.run_comparison(tmp_path, None, only=["vit"]) == {"vit": 0.01}
     assert trained == [("short", 0.001), ("short", 0.003), ("short", 0.01), ("short", 0.03),
                        ("full", 0.01)]
+    assert capsys.readouterr().out == ("vit-lr0.03 diverged (the loss became nan at epoch 1, "
+                                       "step 3): the rate counts as the worst\n")
     assert compare.grid_results(tmp_path, "vit") == {0.001: 0.5, 0.003: 0.6, 0.01: 0.7,
                                                      0.03: 0.0}
     trained.clear()
@@ -194,3 +197,14 @@ def test_a_record_trained_otherwise_than_the_protocol_asks_is_refused(tiny_compa
     metrics_file.write_text(json.dumps({**metrics, "seed": 7}))
     with pytest.raises(ValueError, match="not the grid's"):
         compare.grid_results(tmp_path, "vit")
+
+
+def test_one_name_given_as_a_string_is_refused_not_read_letter_by_letter(tmp_path):
+    message = "`only` must be a list, got the single string 'vit'; pass ['vit']."
+    with pytest.raises(ValueError) as error:
+        compare.run_comparison(tmp_path, None, only="vit")
+    assert str(error.value) == message
+    with pytest.raises(ValueError) as error:
+        choices.check_names("baseline-seed42")
+    assert str(error.value) == message.replace("'vit'", "'baseline-seed42'")
+    assert not any(tmp_path.iterdir())

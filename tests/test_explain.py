@@ -23,7 +23,9 @@ from convmixer_lib.explain import (
     predict_with_flips,
 )
 from convmixer_lib.model import build_convmixer, convmixer_config
-from convmixer_lib.rundir import save_plain_weights, write_json
+from convmixer_lib.records import write_json
+from convmixer_lib.rundir import save_plain_weights
+from convmixer_lib.training import evaluate
 
 
 def _colour_classifier(kernel):
@@ -196,11 +198,12 @@ def test_a_jpeg_loads_back_within_its_compression_error(tmp_path):
         assert said == note
 
 
-def test_16_bit_greyscale_keeps_its_tones(tmp_path):
+@pytest.mark.parametrize("suffix, mode", [("png", "I;16"), ("tiff", "I;16"), ("pgm", "I")])
+def test_16_bit_greyscale_keeps_its_tones(tmp_path, suffix, mode):
     ramp = np.linspace(0, 65535, 32 * 32).round().astype("uint16").reshape(32, 32)
-    path = tmp_path / "ramp16.png"
+    path = tmp_path / f"ramp16.{suffix}"
     Image.fromarray(ramp).save(path)
-    assert Image.open(path).mode.startswith("I")  # Pillow reads it as 16-bit
+    assert Image.open(path).mode == mode  # Pillow reads each as 16-bit
     loaded, note = load_image(path)
     expected = np.round(ramp / 257).astype("uint8")
     np.testing.assert_array_equal(loaded, np.stack([expected] * 3, axis=-1))
@@ -295,6 +298,9 @@ def test_bad_image_files_get_one_line(tmp_path):
     assert "floating-point" in refusal(tmp_path / "float.tiff")
     Image.fromarray(np.full((32, 32), 100_000, "int32"), mode="I").save(tmp_path / "i32.tiff")
     assert "32-bit pixels" in refusal(tmp_path / "i32.tiff")
+    # 32-bit integers inside 16 bits' range: still no range to scale from
+    Image.fromarray(np.full((32, 32), 1000, "int32"), mode="I").save(tmp_path / "dim.tiff")
+    assert "32-bit pixels" in refusal(tmp_path / "dim.tiff")
 
 
 def test_flips_average_an_image_and_its_mirror():
@@ -376,6 +382,42 @@ def test_predict_refuses_bad_input_in_one_line(tmp_path, capsys, problem):
     reason = {"no weights": "best.weights.h5", "not an image": "not an image file",
               "missing image": "not found", "a directory": "is a directory"}[problem]
     assert reason in error
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda model, images: occlusion_sensitivity(model, images, patch_size=0),
+     "`patch_size` must be an integer from 1 to 32, got 0."),
+    (lambda model, images: occlusion_sensitivity(model, images, patch_size=33),
+     "`patch_size` must be an integer from 1 to 32, got 33."),
+    (lambda model, images: occlusion_sensitivity(model, images, stride=0),
+     "`stride` must be a positive integer, got 0."),
+    (lambda model, images: occlusion_sensitivity(model, images, fill=300),
+     "`fill` must be a finite number in [0, 255], got 300."),
+    (lambda model, images: predict_with_flips(model, images, batch_size=0),
+     "`batch_size` must be a positive integer, got 0."),
+    (lambda model, images: evaluate(model, images, np.zeros(len(images)), batch_size=-1),
+     "`batch_size` must be a positive integer, got -1."),
+    (lambda model, images: predict_images(model, "cat.png"),
+     "`paths` must be a list, got the single string 'cat.png'; pass ['cat.png']."),
+    (lambda model, images: load_image("cat.png", image_size=0),
+     "image 'cat.png' not found."),
+])
+def test_arguments_out_of_range_are_refused_in_one_line(call, message):
+    # Without these checks patch_size=0 hid nothing and returned zeros, 33 an
+    # empty map, stride=0 failed inside `range`, fill=300 overflowed NumPy's
+    # uint8, and a string was read as a list of one-letter paths.
+    model = build_convmixer(**TINY)
+    with pytest.raises((ValueError, OSError)) as error:
+        call(model, np.zeros((2, 32, 32, 3), "uint8"))
+    assert str(error.value) == message
+
+
+def test_load_image_refuses_a_size_out_of_range(tmp_path):
+    Image.fromarray(np.zeros((8, 8, 3), "uint8")).save(tmp_path / "a.png")
+    with pytest.raises(ValueError, match="`image_size` must be a positive integer, got 0"):
+        load_image(tmp_path / "a.png", image_size=0)
+    with pytest.raises(ValueError, match="`max_pixels` must be a positive integer, got -1"):
+        load_image(tmp_path / "a.png", max_pixels=-1)
 
 
 _LOAD_EXPORTED = textwrap.dedent("""

@@ -19,7 +19,8 @@ from convmixer_lib.cli import ABLATION_FOLDERS
 from convmixer_lib.fast import accelerate
 from convmixer_lib.model import build_convmixer, convmixer_config
 from convmixer_lib.recipes import EXAMPLE_TEST_ACCURACY, FAST3_CHANGES, LEAVE_ONE_OUT
-from convmixer_lib.rundir import ADDED_SETTINGS, load_run_model, read_json
+from convmixer_lib.records import ADDED_SETTINGS, read_json
+from convmixer_lib.rundir import load_run_model
 from convmixer_lib.training import evaluate
 
 RESULTS = pathlib.Path(__file__).resolve().parent.parent / "results"
@@ -47,7 +48,7 @@ COMPARISON = RESULTS / "comparison"
 
 def recorded_settings(run_dir):
     """run.json's settings and metrics.json, with the settings added since
-    (`rundir.ADDED_SETTINGS`) filled in with the values the run trained with."""
+    (`records.ADDED_SETTINGS`) filled in with the values the run trained with."""
     return ({**ADDED_SETTINGS, **read_json(run_dir / "run.json")["settings"]},
             {**ADDED_SETTINGS, **read_json(run_dir / "metrics.json")})
 

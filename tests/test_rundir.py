@@ -14,6 +14,7 @@ import pytest
 from conftest import TINY, StopAtEpoch, train_tiny
 from convmixer_lib.cli import main
 from convmixer_lib.model import build_convmixer
+from convmixer_lib.records import check_trainable
 from convmixer_lib.rundir import (
     load_run_model,
     read_json,
@@ -63,6 +64,10 @@ def test_a_finished_run_is_never_trained_over(finished):
     assert "finished run" in message and "--overwrite" in message
     with pytest.raises(ValueError, match="finished run"):  # another model: refused too
         train_tiny(finished, epochs=2, model={**TINY, "filters": 32})
+    with pytest.raises(ValueError) as early:  # the command line's check, without TensorFlow
+        check_trainable(finished)
+    assert str(early.value) == message
+    check_trainable(finished, overwrite=True)
     assert _snapshot(finished) == before
 
 
@@ -160,6 +165,10 @@ def test_one_trainer_per_run_directory(unfinished):
         with pytest.raises(BlockingIOError) as error:
             train_tiny(unfinished, epochs=4)
         assert "is being trained by" in str(error.value) and holder.strip() in str(error.value)
+        with pytest.raises(BlockingIOError) as early:
+            check_trainable(unfinished)
+        assert str(early.value) == str(error.value)
+    check_trainable(unfinished)  # released
 
 
 # A separate Python process trains a tiny model for 4 epochs; with PAUSE set it
@@ -203,6 +212,7 @@ def test_kill_9_in_the_middle_of_an_epoch_loses_no_finished_epoch(tmp_path):
     before = read_json(run_dir / "history.json")
     assert [h["epoch"] for h in before] == [1, 2]
     assert (run_dir / "train.lock").exists()  # left behind, but no longer held
+    check_trainable(run_dir)
     assert run_state(run_dir) == "unfinished"
 
     subprocess.run([sys.executable, str(script), str(run_dir)], check=True,

@@ -10,6 +10,7 @@ from convmixer_lib.model import build_convmixer
 from convmixer_lib.rundir import load_run_model, run_state
 from convmixer_lib.training import (
     TrainingDiverged,
+    batchnorm_layers,
     distribution,
     evaluate,
     most_confident_mistakes,
@@ -251,6 +252,42 @@ def test_weights_made_non_finite_by_an_epochs_last_step_stop_the_run(tmp_path):
         train_tiny(tmp_path, epochs=3, callbacks=[PoisonWeights(1, at="end")])
     history = json.loads((tmp_path / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1]  # epoch 2 neither recorded nor kept
+    assert run_state(tmp_path) == "unfinished"
+
+
+class PoisonAtEpochEnd(keras.callbacks.Callback):
+    """In the last step of epoch `epoch` (0-based), set the first BatchNorm
+    layer's moving variance to NaN (`what="statistics"`); or at the end of
+    that epoch, set its validation loss to NaN (`what="val_loss"`)."""
+
+    def __init__(self, epoch, what):
+        super().__init__()
+        self.epoch, self.what, self.now = epoch, what, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.now = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.what == "statistics" and self.now == self.epoch
+                and batch + 1 == self.params["steps"]):
+            norm = batchnorm_layers(self.model)[0]
+            norm.moving_variance.assign(np.full(norm.moving_variance.shape, np.nan, "float32"))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.what == "val_loss" and epoch == self.epoch:
+            logs["val_loss"] = float("nan")
+
+
+@pytest.mark.parametrize("what, message", [
+    ("statistics", "the BatchNorm statistics became non-finite in the last step of epoch 2"),
+    ("val_loss", "val_loss became nan at the end of epoch 2"),
+])
+def test_a_non_finite_statistic_or_validation_result_stops_the_run_unrecorded(
+        tmp_path, what, message):
+    with pytest.raises(TrainingDiverged, match=message):
+        train_tiny(tmp_path, epochs=3, callbacks=[PoisonAtEpochEnd(1, what)])
+    text = (tmp_path / "history.json").read_text()
+    assert [h["epoch"] for h in json.loads(text)] == [1] and "NaN" not in text
     assert run_state(tmp_path) == "unfinished"
 
 
