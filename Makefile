@@ -28,7 +28,8 @@ TEST_03_training := -p DEMO_EPOCHS 1 -p DEMO_TRAIN_SIZE 256 -p EVAL_SIZE 256 \
 TEST_04_recipes := -p FAST_DIR $(abspath results/recipes/fast) \
   -p FAST3_DIR $(abspath results/recipes/fast3) -p MEASURE_SIZE 64 \
   -p FIRST_LONG_DIR $(abspath results/recipes/long-keras-randaugment) \
-  -p LONG_DIR $(abspath results/recipes/long) -p RECORD_DIR $(RECORD) \
+  -p LONG_DIR $(abspath results/recipes/long) \
+  -p NO_SHIFTS_DIR $(abspath results/recipes/long-without-shifts) -p RECORD_DIR $(RECORD) \
   -p CONSTANT_DIR $(abspath results/convmixer-256-8-constant) -p EVAL_SIZE 256
 TEST_05_filters := -p RUN_DIR $(RECORD) -p CHANNELS 8
 TEST_A1_faster_on_cpu := -p PROFILE $(abspath results/step-profile.json) \
@@ -66,12 +67,15 @@ papermill = $(foreach nb,$(NOTEBOOKS),$(BIN)/papermill $(1) $(nb) $(2)/$(notdir 
   $($(3)_$(basename $(notdir $(nb)))) &&) true
 
 # The fast recipe's record and its leave-one-out runs: each ingredient removed
-# once, same budget (30-60 minutes per run on 2 CPU cores). Finished runs are
+# once, same budget (30-60 minutes per run on 2 CPU cores); then the changes
+# tried on the 3-epoch and the long recipes (the long: about 2 hours). Finished runs are
 # skipped, an interrupted one resumes.
 FAST_WITHOUT := warmup:--warmup=0 peak-rate:--learning-rate=1e-3 \
   label-smoothing:--label-smoothing=0 averaged-weights:--ema=0 augmentation:--augment=none
 # The 3-epoch recipe's changes tried on validation (recipes.FAST3_CHANGES).
 FAST3_TRIED := batch-64:--batch-size=64 without-augmentation:--augment=none
+# The long recipe's changes tried on validation (recipes.LONG_CHANGES).
+LONG_TRIED := without-shifts:--augment=randaugment-m12-flip
 
 .PHONY: install book test check-book clean recipe-runs
 
@@ -132,4 +136,7 @@ recipe-runs: $(STAMP)
 	    --run-dir $$dir $${run#*:} || exit 1; done
 	for run in $(FAST3_TRIED); do dir=results/recipes/fast3-$${run%%:*}; \
 	  test -f $$dir/metrics.json || $(BIN)/python -m convmixer_lib train --recipe fast3 \
+	    --run-dir $$dir $${run#*:} || exit 1; done
+	for run in $(LONG_TRIED); do dir=results/recipes/long-$${run%%:*}; \
+	  test -f $$dir/metrics.json || $(BIN)/python -m convmixer_lib train --recipe long \
 	    --run-dir $$dir $${run#*:} || exit 1; done

@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.ticker import FixedLocator, NullFormatter, PercentFormatter
 from matplotlib.transforms import Bbox
 
+from .checks import check_list, check_positive_int
 from .choices import BUDGETS, check_names, configurations
 from .flops import forward_flops
 from .model import build_convmixer
@@ -54,6 +55,7 @@ def run_sweep(folder, splits, only=None, budget="short", verbose="auto"):
     Raises:
         ValueError: if `only` names a configuration the sweep does not have.
     """
+    only = check_list("only", only)
     check_names(only, budget)
     runs = configurations(budget)
     recipe = BUDGETS[budget]
@@ -162,11 +164,14 @@ def against_baseline(results):
 def budget_images(budget, training_images=45_000):
     """Training images of one run at `budget` (a key of `BUDGETS`): its
     `train_size`, or all `training_images` of the split."""
+    if budget not in BUDGETS:
+        raise ValueError(f"`budget` must be one of {tuple(BUDGETS)}, got {budget!r}.")
     return BUDGETS[budget]["train_size"] or training_images
 
 
 def budget_steps(budget, batch_size=128):
     """Optimizer steps of one run at `budget` (a key of `BUDGETS`), batches of `batch_size`."""
+    check_positive_int("batch_size", batch_size)
     return BUDGETS[budget]["epochs"] * math.ceil(budget_images(budget) / batch_size)
 
 

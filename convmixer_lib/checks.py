@@ -11,7 +11,7 @@ import math
 import numbers
 import os
 
-from .choices import rand_augment_magnitude
+from .choices import SCHEDULES, rand_augment_magnitude
 
 # Seeds of Keras, NumPy and TensorFlow: integers from 0 below 2**32.
 SEED_LIMIT = 2**32
@@ -61,13 +61,19 @@ def check_number(name, value, low, high=None, low_open=False, high_open=False):
 
 
 def check_list(name, value):
-    """Return `value` unless it is one string where a list is expected (a
-    string is a sequence of characters, each taken for an item); then raise
-    ValueError naming `name` and how to pass it."""
-    if isinstance(value, (str, bytes)):
-        raise ValueError(f"`{name}` must be a list, got the single string {value!r}; "
-                         f"pass [{value!r}].")
-    return value
+    """`value`, an iterable of items (names, paths), as a list; None stays
+    None. Raise ValueError naming `name` if it is one string or path where a
+    list is expected (a string would be read as its characters), or empty."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes, os.PathLike)):
+        raise ValueError(f"`{name}` must be a list, got the single "
+                         f"{'path' if isinstance(value, os.PathLike) else 'string'} "
+                         f"{value!r}; pass [{value!r}].")
+    items = list(value)
+    if not items:
+        raise ValueError(f"`{name}` must hold at least one item, got none.")
+    return items
 
 
 def check_patch_size(patch_size, image_size):
@@ -113,12 +119,23 @@ def check_cifar10_path(path=None):
     Raises:
         FileNotFoundError: naming the path, if one is given and does not exist.
     """
+    source = "" if path is not None else " (from $CIFAR10_PATH)"
     path = (os.environ.get("CIFAR10_PATH") or None) if path is None else os.fspath(path)
     if path is not None and not os.path.exists(path):
         raise FileNotFoundError(
-            f"CIFAR-10 not found at {path!r}: expected the archive "
+            f"CIFAR-10 not found at {path!r}{source}: expected the archive "
             "cifar-10-python.tar.gz or its extracted cifar-10-batches-py/ folder."
         )
+    return path
+
+
+def check_directory(name, path):
+    """Return `path` if it can be a directory to write runs into (one that
+    exists, or none yet), else raise ValueError naming `name` and the path."""
+    if not os.fspath(path) or (os.path.exists(path) and not os.path.isdir(path)):
+        raise ValueError(f"`{name}` must be a directory (new or written by a run), got "
+                         f"{'an empty path' if not os.fspath(path) else 'the file'} "
+                         f"{os.fspath(path)!r}.")
     return path
 
 
@@ -137,6 +154,24 @@ def check_image_path(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"image {os.fspath(path)!r} not found.")
     return path
+
+
+def check_recipe(settings):
+    """Return a recipe's `settings` (a dict with the keys of `choices.RECIPES`'
+    recipes) if every value is in its range and they agree with each other,
+    else raise ValueError naming the first one that is not."""
+    check_positive_int("epochs", settings["epochs"])
+    check_positive_int("batch_size", settings["batch_size"])
+    check_number("learning_rate", settings["learning_rate"], 0, low_open=True)
+    check_number("weight_decay", settings["weight_decay"], 0)
+    if settings["schedule"] not in SCHEDULES:
+        raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {settings['schedule']!r}.")
+    check_warmup(settings["warmup"], settings["schedule"])
+    check_number("label_smoothing", settings["label_smoothing"], 0, 1, high_open=True)
+    check_number("ema", settings["ema"], 0, 1, high_open=True)
+    check_bn_images(settings["bn_images"], settings["ema"])
+    rand_augment_magnitude(settings["augment"])
+    return settings
 
 
 def number_argument(low, high=None, low_open=False, high_open=False):

@@ -111,8 +111,11 @@ def recipe_settings(name, **changes):
     """The settings of recipe `name`, with `changes` (None values ignored) applied.
 
     Raises:
-        ValueError: if `name` is not a recipe or a change names no setting.
+        ValueError: if `name` is not a recipe, a change names no setting, or a
+            setting is out of its range (`checks.check_recipe`).
     """
+    from .checks import check_recipe  # checks.py imports this module
+
     if name not in RECIPES:
         raise ValueError(f"`recipe` must be one of {tuple(RECIPES)}, got {name!r}.")
     settings = dict(RECIPES[name])
@@ -122,7 +125,7 @@ def recipe_settings(name, **changes):
             f"{sorted(unknown)} are not recipe settings; they are {sorted(settings)}."
         )
     settings.update({key: value for key, value in changes.items() if value is not None})
-    return settings
+    return check_recipe(settings)
 
 
 BASELINE = {"filters": 256, "depth": 8, "kernel_size": 5, "patch_size": 2}

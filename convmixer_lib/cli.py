@@ -11,10 +11,9 @@ import tempfile
 from .checks import (
     SEED_LIMIT,
     augmentation_argument,
-    check_bn_images,
     check_cifar10_path,
+    check_directory,
     check_image_path,
-    check_warmup,
     int_argument,
     number_argument,
     patch_size_argument,
@@ -49,10 +48,7 @@ def train_check(args):
     """What the parser cannot check alone: the recipe's settings with the options
     given, against each other; the data's path; a run directory that no
     settings could train (finished, or being trained)."""
-    settings = recipe_settings(args.recipe, **{key: getattr(args, key)
-                                               for key in RECIPES[args.recipe]})
-    check_bn_images(settings["bn_images"], settings["ema"])
-    check_warmup(settings["warmup"], settings["schedule"])
+    recipe_settings(args.recipe, **{key: getattr(args, key) for key in RECIPES[args.recipe]})
     check_cifar10_path(args.data)
     check_trainable(args.run_dir, args.overwrite)
 
@@ -127,6 +123,7 @@ def predict_command(args, argv):
 
 def ablate_check(args):
     check_names(args.only, args.budget)
+    check_directory("--folder", args.folder or ABLATION_FOLDERS[args.budget])
     check_cifar10_path(args.data)
 
 
@@ -145,6 +142,7 @@ ABLATION_FOLDERS = {"short": "results/ablations", "full": "results/ablations-ful
 
 
 def compare_check(args):
+    check_directory("--folder", args.folder)
     check_cifar10_path(args.data)
 
 
@@ -321,7 +319,7 @@ def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        args.check(args)  # what the parser cannot check alone
+        getattr(args, "check", lambda args: None)(args)  # what the parser cannot check alone
         with native_stderr_hidden():
             import tensorflow as tf
 

@@ -141,7 +141,8 @@ def run_comparison(folder, splits, only=None, seed=SEED, verbose="auto"):
             budget, seed or rate).
     """
     check_int("seed", seed, 0, SEED_LIMIT)
-    unknown = set(check_list("only", only) or ()) - set(MODELS)
+    only = check_list("only", only)
+    unknown = set(only or ()) - set(MODELS)
     if unknown:
         raise ValueError(f"no models named {sorted(unknown)}; the comparison has "
                          f"{list(MODELS)}.")

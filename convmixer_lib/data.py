@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .checks import check_cifar10_path, check_positive_int
+from .checks import SEED_LIMIT, check_cifar10_path, check_int, check_positive_int
 from .choices import FLIP_ONLY_SUFFIX, VALIDATION_SIZE, rand_augment_magnitude
 from .randaugment import rand_augment
 
@@ -191,7 +191,8 @@ def split_validation(x_train, y_train, validation_size=VALIDATION_SIZE):
     Returns:
         `(x_train, y_train), (x_val, y_val)` with `len(x_val) == validation_size`.
     """
-    if not 0 < validation_size < len(x_train):
+    if (isinstance(validation_size, bool) or not isinstance(validation_size, int)
+            or not 0 < validation_size < len(x_train)):
         raise ValueError(
             f"`validation_size` must be between 1 and {len(x_train) - 1} "
             f"(the number of training images less one), got {validation_size}."
@@ -220,6 +221,8 @@ def make_augmenter(seed=None, translate=True):
     seed start from the same random state, and the flip would reuse the
     vertical shift's first draws.
     """
+    if seed is not None:
+        check_int("seed", seed, 0, SEED_LIMIT - 1)  # the flip takes seed + 1
     translation = keras.layers.RandomTranslation(
         0.125, 0.125, fill_mode="constant", interpolation="nearest", seed=seed)
     flip = keras.layers.RandomFlip("horizontal", seed=None if seed is None else seed + 1)
@@ -227,10 +230,11 @@ def make_augmenter(seed=None, translate=True):
                                  name="augmentation")
 
 
-def check_images(images, labels=None, image_size=None):
+def check_images(images, labels=None, image_size=None, num_classes=None):
     """Raise ValueError unless `images` has shape (n, image_size, image_size, 3)
     (any square size if `image_size` is None) and `labels`, when given, holds one
-    class index per image."""
+    whole number >= 0 per image (integer or float), below `num_classes` if given
+    (class indices)."""
     shape = getattr(images, "shape", None)
     size = image_size or (shape[1] if shape is not None and len(shape) == 4 else "s")
     if shape is None or len(shape) != 4 or tuple(shape[1:]) != (size, size, 3):
@@ -241,6 +245,15 @@ def check_images(images, labels=None, image_size=None):
         raise ValueError(
             f"`labels` must hold one label per image ({shape[0]}), got {len(labels)}."
         )
+    values = np.asarray(labels) if labels is not None else None
+    limit = num_classes if num_classes is not None else float("inf")
+    if values is not None and values.size and (
+            values.dtype.kind not in "iuf" or np.any(values != np.round(values))
+            or values.min() < 0 or values.max() >= limit):
+        expected = ("whole numbers >= 0" if num_classes is None
+                    else f"class indices from 0 to {num_classes - 1}")
+        raise ValueError(f"`labels` must be {expected}, got {values.dtype} values from "
+                         f"{values.min()} to {values.max()}.")
 
 
 # "randaugment": Keras' `RandAugment` layer with 2 of its 11 operations and
@@ -279,6 +292,8 @@ def make_dataset(images, labels, batch_size=128, training=False, seed=None,
     """
     check_images(images, labels)
     check_positive_int("batch_size", batch_size)
+    if seed is not None:
+        check_int("seed", seed, 0, SEED_LIMIT)
     magnitude = rand_augment_magnitude(augment)
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     if training:

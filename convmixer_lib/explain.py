@@ -7,6 +7,7 @@ image; `export_model` writes a trained model as a `.keras` file and a
 TensorFlow SavedModel.
 """
 
+import math
 import os
 
 import keras
@@ -121,7 +122,11 @@ def _classes(class_index, scores):
     n, count = scores.shape
     if class_index is None:
         return np.argmax(scores, axis=1).astype(np.int32)
-    classes = np.broadcast_to(np.asarray(class_index, np.int32), (n,))
+    given = np.asarray(class_index)
+    if given.dtype.kind not in "iu":
+        raise ValueError(f"`class_index` must be an integer class index (or one per image), "
+                         f"got {class_index!r}.")
+    classes = np.broadcast_to(given.astype(np.int32), (n,))
     if classes.min() < 0 or classes.max() >= count:
         raise ValueError(
             f"`class_index` must be between 0 and {count - 1}, got {class_index!r}."
@@ -173,7 +178,10 @@ def load_image(path, image_size=32, max_pixels=MAX_PIXELS):
         IsADirectoryError: if `path` is a directory.
         ValueError: if the file is not an image Pillow can read, is truncated,
             has more than `max_pixels` pixels (checked before decoding), or
-            has pixels without a fixed range (32-bit or floating-point).
+            has pixels without a fixed range (32-bit or floating-point); or
+            if `max_pixels` is not a positive integer or `image_size` is not
+            one whose square is at most `MAX_PIXELS`.
+        TypeError: if `path` is not a path.
     """
     import struct
     import warnings
@@ -181,8 +189,8 @@ def load_image(path, image_size=32, max_pixels=MAX_PIXELS):
     from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
     path = os.fspath(check_image_path(path))
-    check_positive_int("image_size", image_size)
     check_positive_int("max_pixels", max_pixels)
+    check_int("image_size", image_size, 1, math.isqrt(MAX_PIXELS) + 1)
     notes = []
     try:
         with warnings.catch_warnings():  # the size is checked below, before decoding
@@ -289,8 +297,11 @@ def predict_images(model, paths, top=3, flips=False, class_names=CLASS_NAMES):
         converted), `image` (the uint8 array the model saw) and `top` (a list
         of `(class name, probability)`, most probable first).
     """
+    if len(class_names) != model.output_shape[-1]:
+        raise ValueError(f"`class_names` must name the model's {model.output_shape[-1]} classes, "
+                         f"got {len(class_names)} names.")
     check_int("top", top, 1, len(class_names) + 1)
-    check_list("paths", paths)
+    paths = check_list("paths", paths)
     loaded = [load_image(path, model.input_shape[1]) for path in paths]
     images = np.stack([image for image, _ in loaded])
     probabilities = (predict_with_flips(model, images) if flips

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from .checks import check_positive_int
 from .choices import CLASS_NAMES
 from .model import STEM_CONV, convmixer_config, depthwise_conv_name
 
@@ -21,6 +22,7 @@ MARKERS = "os^Dv<>p*h"
 
 
 def _grid(count, columns, panel_size):
+    check_positive_int("columns", columns)
     rows = math.ceil(count / columns)
     columns = min(columns, count)
     figure, axes = plt.subplots(

@@ -21,6 +21,7 @@ measures it), so the library keeps it only as the `"randaugment"` choice of
 import numpy as np
 import tensorflow as tf
 
+from .checks import check_int
 from .choices import MAX_MAGNITUDE
 
 OPERATIONS = (
@@ -200,6 +201,7 @@ def rand_augment(image, magnitude, num_ops=2):
     Returns:
         The augmented uint8 image, same shape.
     """
+    check_int("num_ops", num_ops, 0)
     strengths = operation_strengths(magnitude, image.shape[1])
     x = tf.cast(image, tf.float32)
     for _ in range(num_ops):

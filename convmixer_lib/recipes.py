@@ -11,9 +11,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .architectures import build_model
-from .checks import SEED_LIMIT, check_int
+from .checks import SEED_LIMIT, check_int, check_number
 from .choices import CLASS_NAMES, recipe_settings
-from .data import make_dataset
+from .data import check_images, make_dataset
 from .fast import accelerate
 from .training import distribution, run_experiment
 
@@ -23,6 +23,13 @@ from .training import distribution, run_experiment
 FAST3_CHANGES = {
     "batch-64": {"batch_size": 64},
     "without-augmentation": {"augment": "none"},
+}
+
+# Single changes to the long recipe tried on validation, by the name of their
+# run directory `long-NAME`: RandAugment then flips alone, without the shifts
+# of up to 4 pixels, as locuslab trains.
+LONG_CHANGES = {
+    "without-shifts": {"augment": "randaugment-m12-flip"},
 }
 
 # The fast recipe's leave-one-out runs (`make recipe-runs`): the change that
@@ -74,6 +81,8 @@ def train_recipe(run_dir, splits, recipe="example", model=None, seed=42, train_s
     with strategy.scope():
         built = build_model(model or {},
                             synchronized_batchnorm=strategy.num_replicas_in_sync > 1)
+        for images, labels in ((x_train, y_train), val, test_split):  # before any training
+            check_images(images, labels, num_classes=built.output_shape[-1])
         _, metrics = run_experiment(
             accelerate(built) if accelerated else built,
             make_dataset(x_train, y_train, batch_size, training=True, seed=seed,
@@ -103,6 +112,8 @@ def plot_smoothed_target(label, smoothing, class_names=CLASS_NAMES):
     and with label smoothing `smoothing` (`1 - smoothing + smoothing / classes`
     on the true class, `smoothing / classes` elsewhere). One panel."""
     classes = len(class_names)
+    check_int("label", label, 0, classes)
+    check_number("smoothing", smoothing, 0, 1, high_open=True)
     one_hot = np.eye(classes)[label]
     smoothed = one_hot * (1 - smoothing) + smoothing / classes
     figure, ax = plt.subplots(figsize=(8, 3.2))

@@ -24,6 +24,9 @@ import json
 import math
 import os
 import platform
+import time
+
+from .checks import check_directory
 
 CONFIG = "config.json"
 RUN = "run.json"
@@ -130,7 +133,7 @@ def check_start(run_dir, settings, overwrite=False):
         )
     # A setting added to the library since the run started reads as the value
     # the run trained with.
-    recorded = {**ADDED_SETTINGS, **_flatten(read_json(run_file)["settings"])}
+    recorded = {**ADDED_SETTINGS, **_flatten(_recorded_settings(run_dir))}
     requested = _flatten(json.loads(json.dumps(settings)))
     differences = [
         f"  {key}: recorded {recorded.get(key, '(not set)')!r}, "
@@ -152,11 +155,15 @@ def hold_lock(run_dir):
     ends, however it ends, so a killed trainer leaves no stuck lock."""
     path = os.path.join(run_dir, LOCK)
     with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            raise _held(run_dir, f.read()) from None
+        for attempt in range(2):  # again after a moment: `check_trainable` may be looking
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt:
+                    f.seek(0)
+                    raise _held(run_dir, f.read()) from None
+                time.sleep(0.2)
         f.seek(0)
         f.truncate()
         f.write(f"process {os.getpid()} on {platform.node()} since {utc_now()}\n")
@@ -165,6 +172,21 @@ def hold_lock(run_dir):
             yield
         finally:
             os.remove(path)
+
+
+def _recorded_settings(run_dir):
+    """run.json's settings, after checking that run.json and history.json
+    (when there) can be read: a damaged record is refused before a resume
+    writes anything."""
+    history = os.path.join(run_dir, HISTORY)
+    if os.path.exists(history):
+        read_json(history)
+    run_file = os.path.join(run_dir, RUN)
+    settings = read_json(run_file).get("settings")
+    if not isinstance(settings, dict):
+        raise ValueError(f"{run_file!r} holds no settings object: the record is damaged; "
+                         "restore it or train the run again.")
+    return settings
 
 
 def _check_not_finished(run_dir):
@@ -185,13 +207,17 @@ def _held(run_dir, holder):
 
 def check_trainable(run_dir, overwrite=False):
     """Refuse, before any work, what no settings could train into `run_dir`:
-    a finished run without `overwrite`, or a run another process is training.
-    Reads, never writes (`check_start` checks the settings when training starts).
+    a path that is not a directory, a finished run without `overwrite`, a
+    run another process is training, or an unfinished one whose records are
+    damaged. Reads, never writes (`check_start` compares the settings when
+    training starts).
 
     Raises:
-        ValueError: if the run is finished and `overwrite` is False.
+        ValueError: if `run_dir` is empty or a file, the run is finished and
+            `overwrite` is False, or its run.json or history.json is damaged.
         BlockingIOError: if another process holds its lock.
     """
+    check_directory("run_dir", run_dir)
     lock = os.path.join(run_dir, LOCK)
     if os.path.isfile(lock):
         with open(lock) as f:
@@ -201,11 +227,14 @@ def check_trainable(run_dir, overwrite=False):
                 raise _held(run_dir, f.read()) from None
     if not overwrite:
         _check_not_finished(run_dir)
+        if run_state(run_dir) == "unfinished" and os.path.exists(os.path.join(run_dir, RUN)):
+            _recorded_settings(run_dir)
 
 
 def check_run_files(run_dir):
-    """Return `run_dir` if it holds a kept model (config.json and
-    best.weights.h5), else raise FileNotFoundError naming the missing file."""
+    """Return `run_dir` if it holds a kept model (config.json, readable, and
+    best.weights.h5), else raise FileNotFoundError naming the missing file, or
+    ValueError naming a damaged config.json."""
     for name in (CONFIG, BEST_WEIGHTS):
         path = os.path.join(run_dir, name)
         if not os.path.isfile(path):
@@ -213,6 +242,7 @@ def check_run_files(run_dir):
                 f"{path!r} not found: expected a run directory written by "
                 "`run_experiment` or `python -m convmixer_lib train`."
             )
+    read_json(os.path.join(run_dir, CONFIG))
     return run_dir
 
 

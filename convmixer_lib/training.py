@@ -37,7 +37,8 @@ def evaluate(model, images, labels, batch_size=128, flips=False):
     Returns:
         `score(probabilities, labels)` of the model's class probabilities.
     """
-    check_images(images, labels, image_size=model.input_shape[1])
+    check_images(images, labels, image_size=model.input_shape[1],
+                 num_classes=model.output_shape[-1])
     check_positive_int("batch_size", batch_size)
     if flips:
         probabilities = predict_with_flips(model, images, batch_size)
@@ -85,6 +86,7 @@ def most_confident_mistakes(labels, predictions, confidences, count=16):
         An int array of at most `count` indices into the `n` images, most
         confident first.
     """
+    check_int("count", count, 0)
     labels = np.asarray(labels).reshape(-1)
     predictions, confidences = np.asarray(predictions), np.asarray(confidences)
     if not labels.shape == predictions.shape == confidences.shape:
@@ -165,6 +167,9 @@ def learning_rate_schedule(learning_rate, schedule, total_steps, warmup_steps=0)
         warmup_steps: first steps in which the rate rises linearly from 0 to
             `learning_rate` ("cosine" only), as Keras' `CosineDecay` does.
     """
+    check_number("learning_rate", learning_rate, 0, low_open=True)
+    check_int("total_steps", total_steps, 0)
+    check_int("warmup_steps", warmup_steps, 0)
     if schedule == "constant":
         if warmup_steps:
             raise ValueError("A warm-up needs `schedule='cosine'`, got 'constant'.")
@@ -231,6 +236,8 @@ def reestimate_batchnorm(model, batches, images=None):
     Raises:
         ValueError: if `batches` yields no batch.
     """
+    if images is not None:
+        check_positive_int("images", images)
     layers = batchnorm_layers(model)
     momenta = [layer.momentum for layer in layers]
     per_batch, used = [], 0

@@ -92,6 +92,9 @@ MUTATIONS = [
              "index = tf.random.uniform([], 0, len(OPERATIONS) - 1, dtype=tf.int32)",
              "the last operation is never drawn", ("test_randaugment.py", "-k", "chained")),
     # data.py
+    Mutation("data.py", "values.max() >= limit", "values.max() > limit",
+             "a label equal to the number of classes passes (one-hot turns it into zeros)",
+             ("test_arguments.py", "-k", "classes")),
     Mutation("data.py", "translate=not augment.endswith(FLIP_ONLY_SUFFIX)", "translate=True",
              "RandAugment's flip-only variant shifts the images as well",
              ("test_randaugment.py", "-k", "flip_only")),
@@ -174,6 +177,9 @@ MUTATIONS = [
              "        if record[\"val_accuracy\"] > self._best or True:",
              "the last epoch's weights kept instead of the best one's", ("test_training.py", "-k", "best_epochs_not_the_last")),
     # records.py
+    Mutation("records.py", "        read_json(history)", "        pass",
+             "a resume with a damaged history.json writes run.json before it is refused",
+             ("test_rundir.py", "-k", "resume_before_anything")),
     Mutation("records.py", "    if os.path.isfile(lock):", "    if False:",
              "a run directory another process trains is let through the early check",
              ("test_rundir.py", "-k", "one_trainer")),

@@ -199,6 +199,16 @@ REFUSED_BEFORE_TENSORFLOW = {
                                         "error: CIFAR-10 not found at 'absent'"),
     "a finished run": (["train", "--run-dir", RECORD, "--data", RECORD], 2,
                        f"error: {RECORD!r} holds a finished run of 10 epochs"),
+    "a file for a run directory": (["train", "--run-dir", f"{RECORD}/config.json"], 2,
+                                   "error: `run_dir` must be a directory (new or written by "
+                                   f"a run), got the file '{RECORD}/config.json'."),
+    "an empty run directory": (["train", "--run-dir", ""], 2,
+                               "error: `run_dir` must be a directory (new or written by a "
+                               "run), got an empty path ''."),
+    "a file for the sweep's folder": (["ablate", "--folder", f"{RECORD}/config.json"], 2,
+                                      "error: `--folder` must be a directory"),
+    "a file for the comparison's folder": (["compare", "--folder", f"{RECORD}/config.json"], 2,
+                                           "error: `--folder` must be a directory"),
 }
 
 

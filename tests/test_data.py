@@ -200,7 +200,7 @@ def test_evaluation_dataset_keeps_order_and_pixels():
         (np.zeros((4, 32, 32)), np.zeros(4), 2, "images"),
         (np.zeros((4, 32, 32, 1)), np.zeros(4), 2, "images"),
         (np.zeros((4, 32, 32, 3)), np.zeros(3), 2, "labels"),
-        (np.zeros((4, 32, 32, 3)), np.zeros(4), 0, "batch_size"),
+        (np.zeros((4, 32, 32, 3)), np.zeros(4, "int64"), 0, "batch_size"),
     ],
 )
 def test_make_dataset_refuses_bad_input(images, labels, batch_size, named):

@@ -395,12 +395,19 @@ def test_predict_refuses_bad_input_in_one_line(tmp_path, capsys, problem):
      "`fill` must be a finite number in [0, 255], got 300."),
     (lambda model, images: predict_with_flips(model, images, batch_size=0),
      "`batch_size` must be a positive integer, got 0."),
-    (lambda model, images: evaluate(model, images, np.zeros(len(images)), batch_size=-1),
+    (lambda model, images: evaluate(model, images, np.zeros(len(images), "int64"),
+                                    batch_size=-1),
      "`batch_size` must be a positive integer, got -1."),
     (lambda model, images: predict_images(model, "cat.png"),
      "`paths` must be a list, got the single string 'cat.png'; pass ['cat.png']."),
-    (lambda model, images: load_image("cat.png", image_size=0),
-     "image 'cat.png' not found."),
+    (lambda model, images: predict_images(model, []),
+     "`paths` must hold at least one item, got none."),
+    (lambda model, images: predict_images(model, ["a.png"], class_names=["cat", "dog"]),
+     "`class_names` must name the model's 10 classes, got 2 names."),
+    (lambda model, images: occlusion_sensitivity(model, images, class_index=2.5),
+     "`class_index` must be an integer class index (or one per image), got 2.5."),
+    (lambda model, images: evaluate(model, images, np.array([3, 10])),
+     "`labels` must be class indices from 0 to 9, got int64 values from 3 to 10."),
 ])
 def test_arguments_out_of_range_are_refused_in_one_line(call, message):
     # Without these checks patch_size=0 hid nothing and returned zeros, 33 an
@@ -414,10 +421,14 @@ def test_arguments_out_of_range_are_refused_in_one_line(call, message):
 
 def test_load_image_refuses_a_size_out_of_range(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), "uint8")).save(tmp_path / "a.png")
-    with pytest.raises(ValueError, match="`image_size` must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="`image_size` must be an integer from 1 to 7071, got 0"):
         load_image(tmp_path / "a.png", image_size=0)
     with pytest.raises(ValueError, match="`max_pixels` must be a positive integer, got -1"):
         load_image(tmp_path / "a.png", max_pixels=-1)
+    # A side whose square is more pixels than load_image decodes: refused, not
+    # allocated (100,000 × 100,000 × 3 bytes would be 30 GB).
+    with pytest.raises(ValueError, match="`image_size` must be an integer from 1 to 7071"):
+        load_image(tmp_path / "a.png", image_size=100_000)
 
 
 _LOAD_EXPORTED = textwrap.dedent("""

@@ -15,6 +15,7 @@ from convmixer_lib.model import build_convmixer
 from convmixer_lib.recipes import (
     FAST3_CHANGES,
     LEAVE_ONE_OUT,
+    LONG_CHANGES,
     leave_one_out,
     plot_smoothed_target,
 )
@@ -180,7 +181,8 @@ def test_each_leave_one_out_run_removes_one_ingredient_of_the_fast_recipe():
 
 
 @pytest.mark.parametrize("variable, recipe, changes", [
-    ("FAST_WITHOUT", "fast", LEAVE_ONE_OUT), ("FAST3_TRIED", "fast3", FAST3_CHANGES)])
+    ("FAST_WITHOUT", "fast", LEAVE_ONE_OUT), ("FAST3_TRIED", "fast3", FAST3_CHANGES),
+    ("LONG_TRIED", "long", LONG_CHANGES)])
 def test_make_recipe_runs_trains_the_changes_the_library_names(variable, recipe, changes):
     makefile = (pathlib.Path(__file__).parents[1] / "Makefile").read_text()
     runs = re.search(rf"^{variable} := (.*?)\n(\n|#)", makefile, re.S | re.M).group(1)
@@ -193,10 +195,11 @@ def test_make_recipe_runs_trains_the_changes_the_library_names(variable, recipe,
         assert changed == changes[name], name
 
 
-def test_each_tried_change_of_the_3_epoch_recipe_changes_one_setting():
-    for name, change in FAST3_CHANGES.items():
-        (key, value), = change.items()
-        assert value != RECIPES["fast3"][key], name
+def test_each_tried_change_of_the_3_epoch_and_long_recipes_changes_one_setting():
+    for recipe, changes in (("fast3", FAST3_CHANGES), ("long", LONG_CHANGES)):
+        for name, change in changes.items():
+            (key, value), = change.items()
+            assert value != RECIPES[recipe][key], name
 
 
 def test_leave_one_out_rows_measure_changes_against_the_full_recipe():

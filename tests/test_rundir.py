@@ -135,6 +135,7 @@ def test_a_resume_with_the_same_settings_finishes_the_run(unfinished):
     ("config.json", "{bad", "is not valid JSON"),
     ("config.json", "[1, 2]", "holds a JSON list, not the object this record is"),
     ("history.json", "{}", "holds a JSON dict, not the list this record is"),
+    ("metrics.json", "[]", "holds a JSON list, not the object this record is"),
     ("config.json", '{"filters": 8, "bogus": 1}', "does not describe a model the library "
                                                   "builds: .*bogus"),
 ])
@@ -143,9 +144,20 @@ def test_a_damaged_record_is_refused_in_one_line_naming_it(tmp_path, name, text,
     (tmp_path / "config.json").write_text(json.dumps(TINY))
     (tmp_path / name).write_text(text)
     with pytest.raises(ValueError, match=message) as refused:
-        (read_json(tmp_path / name) if name == "history.json"
+        (read_json(tmp_path / name) if name != "config.json"
          else load_run_model(str(tmp_path)))
     assert name in str(refused.value) and "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("name", ["history.json", "run.json"])
+def test_a_damaged_record_refuses_the_resume_before_anything_is_written(unfinished, name):
+    (unfinished / name).write_text("{")
+    before = _snapshot(unfinished)
+    with pytest.raises(ValueError, match=f"{name}' is not valid JSON"):
+        train_tiny(unfinished, epochs=4)
+    with pytest.raises(ValueError, match=f"{name}' is not valid JSON"):
+        check_trainable(unfinished)  # the command line's check, before TensorFlow
+    assert _snapshot(unfinished) == before
 
 
 def test_records_without_settings_are_refused(tmp_path):
