@@ -13,7 +13,6 @@ from .checks import (
     augmentation_argument,
     check_cifar10_path,
     check_directory,
-    check_image_path,
     int_argument,
     number_argument,
     patch_size_argument,
@@ -104,9 +103,11 @@ def evaluate_command(args, argv):
 
 
 def predict_check(args):
+    from .images import load_image  # Pillow and NumPy only
+
     check_run_files(args.run_dir)
-    for path in args.images:
-        check_image_path(path)
+    for path in args.images:  # each file read once here, to refuse it before TensorFlow
+        load_image(path)
 
 
 def predict_command(args, argv):

@@ -275,9 +275,9 @@ class StopOnDivergence(keras.callbacks.Callback):
     diverged epoch is neither recorded nor backed up: the run directory keeps
     its finished epochs and is never recorded as finished. (Keras'
     `TerminateOnNaN` lets the epoch end, which would record it.) At the end of
-    an epoch it also checks the weights and the BatchNorm statistics, which
-    the epoch's last step may have made non-finite after computing a finite
-    loss; place it first among the callbacks. `logs_check()` is a callback
+    an epoch it also checks the weights and the non-trainable weights (in the
+    library's models, the BatchNorm statistics), which the epoch's last step
+    may have made non-finite after computing a finite loss; place it first among the callbacks. `logs_check()` is a callback
     for just before the one that records the epoch: it stops the run if any
     number the epoch would record (validation losses and accuracies of the
     raw and averaged weights) is not finite.
@@ -550,7 +550,6 @@ def run_experiment(
             recorded (`StopOnDivergence`).
     """
     check_positive_int("epochs", epochs)
-    check_number("learning_rate", learning_rate, 0, low_open=True)
     check_number("weight_decay", weight_decay, 0)
     check_warmup(warmup, schedule)
     check_number("label_smoothing", label_smoothing, 0, 1, high_open=True)

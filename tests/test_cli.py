@@ -189,6 +189,9 @@ REFUSED_BEFORE_TENSORFLOW = {
                       "error: image 'x.png' not found."),
     "a directory for an image": (["predict", "--run-dir", RECORD, RECORD], 2,
                                  f"error: {RECORD!r} is a directory, expected an image file."),
+    "a file that is not an image": (["predict", "--run-dir", RECORD, f"{RECORD}/config.json"], 2,
+                                    f"error: '{RECORD}/config.json' cannot be read as an image: "
+                                    "not an image file Pillow can read."),
     "missing data to train on": (["train", "--run-dir", "r", "--data", "absent.tar.gz"], 2,
                                  "error: CIFAR-10 not found at 'absent.tar.gz': expected"),
     "missing data to evaluate on": (["evaluate", "--run-dir", RECORD, "--data", "absent"], 2,
