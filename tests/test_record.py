@@ -18,7 +18,13 @@ from convmixer_lib.choices import RECIPES as RECIPE_SETTINGS
 from convmixer_lib.cli import ABLATION_FOLDERS
 from convmixer_lib.fast import accelerate
 from convmixer_lib.model import build_convmixer, convmixer_config
-from convmixer_lib.recipes import EXAMPLE_TEST_ACCURACY, FAST3_CHANGES, LEAVE_ONE_OUT
+from convmixer_lib.recipes import (
+    EXAMPLE_TEST_ACCURACY,
+    FAST3_CHANGES,
+    LEAVE_ONE_OUT,
+    LOCUSLAB_LOG,
+    LONG_CHANGES,
+)
 from convmixer_lib.records import ADDED_SETTINGS, read_json
 from convmixer_lib.rundir import load_run_model
 from convmixer_lib.training import evaluate
@@ -36,6 +42,7 @@ RECIPES = RESULTS / "recipes"
 FAST = RECIPES / "fast"
 FAST3 = RECIPES / "fast3"
 LONG = RECIPES / "long"
+NO_SHIFTS = RECIPES / "long-without-shifts"  # the long recipe's change tried on validation
 # The long recipe's first run, with Keras' RandAugment layer (factor 0.1) and the
 # raw weights' BatchNorm statistics: the settings it trained with.
 FIRST_LONG = RECIPES / "long-keras-randaugment"
@@ -63,7 +70,8 @@ def test_every_run_in_results_is_listed():
             "grid", *choices.MODELS}
     listed = {"fast", "fast3", "long", FIRST_LONG.name,
               *(f"fast-without-{name}" for name in LEAVE_ONE_OUT),
-              *(f"fast3-{name}" for name in FAST3_CHANGES)}
+              *(f"fast3-{name}" for name in FAST3_CHANGES),
+              *(f"long-{name}" for name in LONG_CHANGES)}
     assert {p.name for p in RECIPES.iterdir() if p.is_dir()} <= listed
     # Every configuration of the short budget's sweep has its record: chapter 7
     # reads them all; the full budget's records are among its configurations.
@@ -139,7 +147,7 @@ def _assert_history_and_metrics_agree(history, metrics):
 
 
 def _recipe_runs():
-    return [run_dir for run_dir in [FAST, FAST3, LONG, FIRST_LONG,
+    return [run_dir for run_dir in [FAST, FAST3, LONG, FIRST_LONG, NO_SHIFTS,
                                     *sorted(RECIPES.glob("fast-without-*")),
                                     *sorted(RECIPES.glob("fast3-*"))]
             if run_dir.exists()]
@@ -151,6 +159,8 @@ def _recipe_and_changes(name):
         return "fast", LEAVE_ONE_OUT[name.removeprefix("fast-without-")]
     if name.startswith("fast3-"):
         return "fast3", FAST3_CHANGES[name.removeprefix("fast3-")]
+    if name.startswith("long-") and name.removeprefix("long-") in LONG_CHANGES:
+        return "long", LONG_CHANGES[name.removeprefix("long-")]
     return name, {}
 
 
@@ -212,7 +222,8 @@ def test_the_long_recipe_improves_on_its_first_run():
                for h in history)  # chapter 4 draws and compares all three
 
 
-@pytest.mark.parametrize("run_dir", [FAST, FAST3, LONG, FIRST_LONG], ids=lambda p: p.name)
+@pytest.mark.parametrize("run_dir", [FAST, FAST3, LONG, FIRST_LONG, NO_SHIFTS],
+                         ids=lambda p: p.name)
 def test_recipe_weights_reach_the_recorded_test_accuracy(run_dir, real_cifar10):
     metrics = read_json(run_dir / "metrics.json")
     _, (x_test, y_test) = real_cifar10
