@@ -51,8 +51,8 @@ TEST_A2_backends := -p RECORD_DIR $(RECORD) -p PREDICT_COUNT 16 -p FILTERS 16 -p
 # The unit tests of what a user runs on any Keras backend, run again on these,
 # and the chapters again on JAX and PyTorch, but the appendix on backends (it
 # runs each backend in a process of its own already) and, on JAX, chapter 4
-# (its measurements took JAX's slower CPU convolutions 12 minutes for its first
-# 51 of 84 cells; on PyTorch the whole chapter took 152 s).
+# (it passes on JAX, but took 707 s there with its test parameters, beside other
+# work on 2 cores; on PyTorch the whole chapter took 152 s).
 OTHER_BACKENDS := jax torch
 JAX_NOTEBOOKS := 01_data 02_model 03_training 05_filters 06_explain 07_ablations \
   08_comparison A1_faster_on_cpu
