@@ -19,7 +19,7 @@ from matplotlib.ticker import FixedLocator, NullFormatter, PercentFormatter
 from matplotlib.transforms import Bbox
 
 from .checks import check_list, check_positive_int
-from .choices import BUDGETS, check_names, configurations
+from .choices import BUDGETS, check_budget, check_names, configurations
 from .flops import forward_flops
 from .model import build_convmixer
 from .recipes import train_recipe
@@ -164,8 +164,7 @@ def against_baseline(results):
 def budget_images(budget, training_images=45_000):
     """Training images of one run at `budget` (a key of `BUDGETS`): its
     `train_size`, or all `training_images` of the split."""
-    if budget not in BUDGETS:
-        raise ValueError(f"`budget` must be one of {tuple(BUDGETS)}, got {budget!r}.")
+    check_budget(budget)
     return BUDGETS[budget]["train_size"] or training_images
 
 

@@ -132,10 +132,11 @@ def check_cifar10_path(path=None):
 def check_directory(name, path):
     """Return `path` if it can be a directory to write runs into (one that
     exists, or none yet), else raise ValueError naming `name` and the path."""
-    if not os.fspath(path) or (os.path.exists(path) and not os.path.isdir(path)):
-        raise ValueError(f"`{name}` must be a directory (new or written by a run), got "
-                         f"{'an empty path' if not os.fspath(path) else 'the file'} "
-                         f"{os.fspath(path)!r}.")
+    if path is None or not os.fspath(path) or (os.path.exists(path)
+                                               and not os.path.isdir(path)):
+        got = ("None" if path is None else
+               f"{'the file' if os.fspath(path) else 'an empty path'} {os.fspath(path)!r}")
+        raise ValueError(f"`{name}` must be a directory (new or written by a run), got {got}.")
     return path
 
 

@@ -155,6 +155,13 @@ FULL_BUDGET_RUNS = ("baseline-seed42", "baseline-seed1", "kernel_size-9", "depth
                     "residual-False", "kernel_size-3")
 
 
+def check_budget(budget):
+    """Return `budget` if it is a key of `BUDGETS`, else raise ValueError naming it."""
+    if budget not in BUDGETS:
+        raise ValueError(f"`budget` must be one of {tuple(BUDGETS)}, got {budget!r}.")
+    return budget
+
+
 def configurations(budget="short"):
     """Every configuration of the sweep at `budget`, in training order: the short
     budget's baseline seeds first, then one factor at a time; the full budget's
@@ -168,8 +175,7 @@ def configurations(budget="short"):
     Raises:
         ValueError: if `budget` is not a key of `BUDGETS`.
     """
-    if budget not in BUDGETS:
-        raise ValueError(f"`budget` must be one of {tuple(BUDGETS)}, got {budget!r}.")
+    check_budget(budget)
     runs = [{"name": f"baseline-seed{seed}", "model": dict(BASELINE), "seed": seed,
              "factor": None, "value": None} for seed in BASELINE_SEEDS]
     for factor, values in FACTORS.items():

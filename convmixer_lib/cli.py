@@ -106,7 +106,7 @@ def predict_check(args):
     from .images import load_image  # Pillow and NumPy only
 
     check_run_files(args.run_dir)
-    for path in args.images:  # each file read once here, to refuse it before TensorFlow
+    for path in args.images:  # decoded here and again by predict: refused before TensorFlow
         load_image(path)
 
 

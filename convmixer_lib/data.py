@@ -217,15 +217,16 @@ def make_augmenter(seed=None, translate=True):
     from -3 to 3 (1/8). It is therefore not the same as padding by 4 and
     cropping 32×32 at a random offset, which gives each of the nine shifts 1/9.
 
-    With a `seed`, the flip is seeded with `seed + 1`: two layers with one
+    With a `seed`, the flip is seeded with `seed + 1` (0 after the largest seed): two layers with one
     seed start from the same random state, and the flip would reuse the
     vertical shift's first draws.
     """
     if seed is not None:
-        check_int("seed", seed, 0, SEED_LIMIT - 1)  # the flip takes seed + 1
+        check_int("seed", seed, 0, SEED_LIMIT)
     translation = keras.layers.RandomTranslation(
         0.125, 0.125, fill_mode="constant", interpolation="nearest", seed=seed)
-    flip = keras.layers.RandomFlip("horizontal", seed=None if seed is None else seed + 1)
+    flip = keras.layers.RandomFlip(
+        "horizontal", seed=None if seed is None else (seed + 1) % SEED_LIMIT)
     return keras.layers.Pipeline([translation, flip] if translate else [flip],
                                  name="augmentation")
 
@@ -247,13 +248,15 @@ def check_images(images, labels=None, image_size=None, num_classes=None):
         )
     values = np.asarray(labels) if labels is not None else None
     limit = num_classes if num_classes is not None else float("inf")
+    numeric = values is not None and values.dtype.kind in "iuf"
     if values is not None and values.size and (
-            values.dtype.kind not in "iuf" or np.any(values != np.round(values))
+            not numeric or np.any(values != np.round(values))
             or values.min() < 0 or values.max() >= limit):
         expected = ("whole numbers >= 0" if num_classes is None
                     else f"class indices from 0 to {num_classes - 1}")
-        raise ValueError(f"`labels` must be {expected}, got {values.dtype} values from "
-                         f"{values.min()} to {values.max()}.")
+        got = (f"{values.dtype} values from {values.min()} to {values.max()}" if numeric
+               else f"{values.dtype} labels")
+        raise ValueError(f"`labels` must be {expected}, got {got}.")
 
 
 # "randaugment": Keras' `RandAugment` layer with 2 of its 11 operations and

@@ -81,7 +81,7 @@ def train_recipe(run_dir, splits, recipe="example", model=None, seed=42, train_s
     with strategy.scope():
         built = build_model(model or {},
                             synchronized_batchnorm=strategy.num_replicas_in_sync > 1)
-        for images, labels in ((x_train, y_train), val, test_split):  # before any training
+        for images, labels in ((x_train, y_train), val, *([test_split] if test else [])):
             check_images(images, labels, num_classes=built.output_shape[-1])
         _, metrics = run_experiment(
             accelerate(built) if accelerated else built,

@@ -110,7 +110,7 @@ MUTATIONS = [
     Mutation("data.py", 'keras.layers.RandomFlip("horizontal", seed=None',
              'keras.layers.RandomFlip("vertical", seed=None',
              "training images flipped upside down", ("test_data.py", "-k", "flip")),
-    Mutation("data.py", "seed=None if seed is None else seed + 1)",
+    Mutation("data.py", "seed=None if seed is None else (seed + 1) % SEED_LIMIT)",
              "seed=seed)",
              "the flip seeded like the shift, following its first draws",
              ("test_data.py", "-k", "independently")),

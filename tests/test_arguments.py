@@ -39,8 +39,8 @@ CASES = {
                       "`seed` must be an integer from 0 to 4294967295, got -1."),
     "seed beyond 2**32": (lambda: make_dataset(IMAGES, LABELS, training=True, seed=2**70),
                           f"`seed` must be an integer from 0 to 4294967295, got {2**70}."),
-    "augmenter's seed": (lambda: make_augmenter(seed=2**32 - 1),
-                         "`seed` must be an integer from 0 to 4294967294, got 4294967295."),
+    "augmenter's seed": (lambda: make_augmenter(seed=2**32),
+                         "`seed` must be an integer from 0 to 4294967295, got 4294967296."),
     "negative labels": (
         lambda: make_dataset(IMAGES, np.array([0, 1, 2, -1])),
         "`labels` must be whole numbers >= 0, got int64 values from -1 to 2."),
