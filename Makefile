@@ -72,8 +72,10 @@ papermill = $(foreach nb,$(NOTEBOOKS),$(BIN)/papermill $(1) $(nb) $(2)/$(notdir 
 # skipped, an interrupted one resumes.
 FAST_WITHOUT := warmup:--warmup=0 peak-rate:--learning-rate=1e-3 \
   label-smoothing:--label-smoothing=0 averaged-weights:--ema=0 augmentation:--augment=none
-# The 3-epoch recipe's changes tried on validation (recipes.FAST3_CHANGES).
-FAST3_TRIED := batch-64:--batch-size=64 without-augmentation:--augment=none
+# The 3-epoch recipe's changes tried on validation (recipes.FAST3_CHANGES); a change
+# of several settings separates its options with commas.
+FAST3_TRIED := batch-64:--batch-size=64 without-augmentation:--augment=none \
+  batch-64-without-augmentation:--batch-size=64,--augment=none
 # The long recipe's changes tried on validation (recipes.LONG_CHANGES).
 LONG_TRIED := without-shifts:--augment=randaugment-m12-flip
 
@@ -136,7 +138,7 @@ recipe-runs: $(STAMP)
 	    --run-dir $$dir $${run#*:} || exit 1; done
 	for run in $(FAST3_TRIED); do dir=results/recipes/fast3-$${run%%:*}; \
 	  test -f $$dir/metrics.json || $(BIN)/python -m convmixer_lib train --recipe fast3 \
-	    --run-dir $$dir $${run#*:} || exit 1; done
+	    --run-dir $$dir $$(echo $${run#*:} | tr , ' ') || exit 1; done
 	for run in $(LONG_TRIED); do dir=results/recipes/long-$${run%%:*}; \
 	  test -f $$dir/metrics.json || $(BIN)/python -m convmixer_lib train --recipe long \
-	    --run-dir $$dir $${run#*:} || exit 1; done
+	    --run-dir $$dir $$(echo $${run#*:} | tr , ' ') || exit 1; done
