@@ -30,7 +30,8 @@ TEST_04_recipes := -p FAST_DIR $(abspath results/recipes/fast) \
   -p FIRST_LONG_DIR $(abspath results/recipes/long-keras-randaugment) \
   -p LONG_DIR $(abspath results/recipes/long) \
   -p NO_SHIFTS_DIR $(abspath results/recipes/long-without-shifts) -p RECORD_DIR $(RECORD) \
-  -p CONSTANT_DIR $(abspath results/convmixer-256-8-constant) -p EVAL_SIZE 256
+  -p CONSTANT_DIR $(abspath results/convmixer-256-8-constant) -p EVAL_SIZE 256 \
+  -p BN_IMAGES 256
 TEST_05_filters := -p RUN_DIR $(RECORD) -p CHANNELS 8
 TEST_A1_faster_on_cpu := -p PROFILE $(abspath results/step-profile.json) \
   -p THROUGHPUT $(abspath results/throughput.txt) \
@@ -50,13 +51,9 @@ TEST_A2_backends := -p RECORD_DIR $(RECORD) -p PREDICT_COUNT 16 -p FILTERS 16 -p
 
 # The unit tests of what a user runs on any Keras backend, run again on these,
 # and the chapters again on JAX and PyTorch, but the appendix on backends (it
-# runs each backend in a process of its own already) and, on JAX, chapter 4
-# (it passes on JAX, but took 707 s there with its test parameters, beside other
-# work on 2 cores; on PyTorch the whole chapter took 152 s).
+# runs each backend in a process of its own already).
 OTHER_BACKENDS := jax torch
-JAX_NOTEBOOKS := 01_data 02_model 03_training 05_filters 06_explain 07_ablations \
-  08_comparison A1_faster_on_cpu
-TORCH_NOTEBOOKS := 01_data 02_model 03_training 04_recipes 05_filters 06_explain \
+BACKEND_NOTEBOOKS := 01_data 02_model 03_training 04_recipes 05_filters 06_explain \
   07_ablations 08_comparison A1_faster_on_cpu
 BACKEND_TESTS := tests/test_model.py tests/test_data.py tests/test_training.py \
   tests/test_explain.py tests/test_rundir.py tests/test_architectures.py
@@ -117,12 +114,10 @@ test: $(STAMP) $(IPYTHONDIR)/profile_default/ipython_kernel_config.py
 	$(BIN)/python -m pytest --nbval-lax tests
 	for backend in $(OTHER_BACKENDS); do \
 	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q $(BACKEND_TESTS) || exit 1; done
-	rm -rf $(TEST_RUN) $(TEST_EXPORT) $(TEST_BACKENDS)
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -q --nbval-lax \
-	  $(addprefix $(TEST_NOTEBOOKS)/,$(addsuffix .ipynb,$(JAX_NOTEBOOKS)))
-	rm -rf $(TEST_RUN) $(TEST_EXPORT) $(TEST_BACKENDS)
-	KERAS_BACKEND=torch $(BIN)/python -m pytest -q --nbval-lax \
-	  $(addprefix $(TEST_NOTEBOOKS)/,$(addsuffix .ipynb,$(TORCH_NOTEBOOKS)))
+	for backend in $(OTHER_BACKENDS); do \
+	  rm -rf $(TEST_RUN) $(TEST_EXPORT) $(TEST_BACKENDS); \
+	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q --nbval-lax \
+	    $(addprefix $(TEST_NOTEBOOKS)/,$(addsuffix .ipynb,$(BACKEND_NOTEBOOKS))) || exit 1; done
 
 check-book: $(STAMP)
 	$(BIN)/python -m pytest -v tests/test_book_in_browser.py
