@@ -30,6 +30,7 @@ TEST_04_recipes := -p FAST_DIR $(abspath results/recipes/fast) \
   -p FIRST_LONG_DIR $(abspath results/recipes/long-keras-randaugment) \
   -p LONG_DIR $(abspath results/recipes/long) \
   -p NO_SHIFTS_DIR $(abspath results/recipes/long-without-shifts) -p RECORD_DIR $(RECORD) \
+  -p SMALL_BATCH_DIR $(abspath results/recipes/long-without-shifts-batch-128) \
   -p CONSTANT_DIR $(abspath results/convmixer-256-8-constant) -p EVAL_SIZE 256 \
   -p BN_IMAGES 256
 TEST_05_filters := -p RUN_DIR $(RECORD) -p CHANNELS 8
@@ -73,8 +74,11 @@ FAST_WITHOUT := warmup:--warmup=0 peak-rate:--learning-rate=1e-3 \
 # of several settings separates its options with commas.
 FAST3_TRIED := batch-64:--batch-size=64 without-augmentation:--augment=none \
   batch-64-without-augmentation:--batch-size=64,--augment=none
+# The 3-epoch recipe again with other seeds (recipes.FAST3_SEEDS).
+FAST3_SEEDS := 1
 # The long recipe's changes tried on validation (recipes.LONG_CHANGES).
-LONG_TRIED := without-shifts:--augment=randaugment-m12-flip
+LONG_TRIED := without-shifts:--augment=randaugment-m12-flip \
+  without-shifts-batch-128:--augment=randaugment-m12-flip,--batch-size=128,--learning-rate=0.01
 
 .PHONY: install book test check-book clean recipe-runs
 
@@ -134,6 +138,9 @@ recipe-runs: $(STAMP)
 	for run in $(FAST3_TRIED); do dir=results/recipes/fast3-$${run%%:*}; \
 	  test -f $$dir/metrics.json || $(BIN)/python -m convmixer_lib train --recipe fast3 \
 	    --run-dir $$dir $$(echo $${run#*:} | tr , ' ') || exit 1; done
+	for seed in $(FAST3_SEEDS); do dir=results/recipes/fast3-seed$$seed; \
+	  test -f $$dir/metrics.json || $(BIN)/python -m convmixer_lib train --recipe fast3 \
+	    --seed $$seed --run-dir $$dir || exit 1; done
 	for run in $(LONG_TRIED); do dir=results/recipes/long-$${run%%:*}; \
 	  test -f $$dir/metrics.json || $(BIN)/python -m convmixer_lib train --recipe long \
 	    --run-dir $$dir $$(echo $${run#*:} | tr , ' ') || exit 1; done

@@ -116,11 +116,14 @@ def chosen_rate(tried):
 
 def _train(run_dir, splits, model, budget, rate, test, verbose, seed=SEED):
     recipe = BUDGETS[budget]
+    built = build_model(MODELS[model])
     print(f"{os.path.basename(run_dir)}: training into {run_dir}")
     train_recipe(run_dir, splits, recipe["recipe"], model=MODELS[model], seed=seed,
                  train_size=recipe["train_size"], epochs=recipe["epochs"],
                  learning_rate=rate, bn_images=BN_IMAGES, accelerated=False, test=test,
-                 details={"comparison": model, "budget": budget}, verbose=verbose)
+                 details={"comparison": model, "budget": budget,
+                          "parameters": built.count_params(), "flops": forward_flops(built)},
+                 verbose=verbose)
 
 
 def run_comparison(folder, splits, only=None, seed=SEED, verbose="auto"):
@@ -163,11 +166,8 @@ def run_comparison(folder, splits, only=None, seed=SEED, verbose="auto"):
         chosen[model] = chosen_rate(grid_results(folder, model))
         run_dir = os.path.join(folder, full_run_name(model, seed))
         if run_state(run_dir) == "finished":
-            trained_at = read_json(os.path.join(run_dir, "metrics.json"))["learning_rate"]
-            if trained_at != chosen[model]:
-                raise ValueError(f"{run_dir!r} was trained at peak rate {trained_at:g}, but "
-                                 f"the grid now chooses {chosen[model]:g}; move it away to "
-                                 "train it again.")
+            _check_rate(run_dir, read_json(os.path.join(run_dir, "metrics.json")),
+                        chosen[model])
         else:  # an unfinished run resumes only with the same rate (`train_recipe`)
             _train(run_dir, splits, model, "full", chosen[model], test=True, verbose=verbose,
                    seed=seed)
@@ -224,6 +224,8 @@ def comparison_results(folder):
         run_dir = os.path.join(folder, model)
         finished = run_state(run_dir) == "finished"
         metrics = read_json(os.path.join(run_dir, "metrics.json")) if finished else None
+        if finished:
+            _check_rate(run_dir, metrics, rate)
         results.append({
             **row, "grid": grid, "rate": rate, "at_edge": rate in (RATES[0], RATES[-1]),
             "metrics": metrics,
@@ -231,13 +233,22 @@ def comparison_results(folder):
             "minutes": sum(metrics["seconds_per_epoch"]) / 60 if finished else None,
             "processors": sorted({segment["environment"]["processor"]
                                   for segment in metrics["segments"]}) if finished else None,
-            "other_seeds": _other_seeds(folder, model),
+            "other_seeds": _other_seeds(folder, model, rate),
         })
     return results
 
 
-def _other_seeds(folder, model):
-    """The finished full-budget runs of `model` in `folder` with another seed than `SEED`."""
+def _check_rate(run_dir, metrics, rate):
+    """Refuse a full-budget run trained at another peak rate than the grid's `rate`."""
+    if metrics["learning_rate"] != rate:
+        chosen = "no rate yet" if rate is None else f"{rate:g}"
+        raise ValueError(f"{run_dir!r} was trained at peak rate {metrics['learning_rate']:g}, "
+                         f"but the grid now chooses {chosen}; move it away to train it again.")
+
+
+def _other_seeds(folder, model, rate):
+    """The finished full-budget runs of `model` in `folder` with another seed than
+    `SEED`, each checked to be trained at the grid's chosen `rate`."""
     runs = []
     prefix = f"{model}-seed"  # as `full_run_name` names them
     names = os.listdir(folder) if os.path.isdir(folder) else []
@@ -250,6 +261,7 @@ def _other_seeds(folder, model):
         if full_run_name(model, metrics["seed"]) != name:
             raise ValueError(f"{run_dir!r} was trained with seed {metrics['seed']}, not the "
                              "seed its name says; move it away to train it again.")
+        _check_rate(run_dir, metrics, rate)
         runs.append({"seed": metrics["seed"], "metrics": metrics,
                      "history": read_json(os.path.join(run_dir, "history.json"))})
     return sorted(runs, key=lambda run: run["seed"])

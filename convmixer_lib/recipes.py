@@ -26,12 +26,18 @@ FAST3_CHANGES = {
     "without-augmentation": {"augment": "none"},
     "batch-64-without-augmentation": {"batch_size": 64, "augment": "none"},
 }
+# The 3-epoch recipe trained again with these seeds, each into `fast3-seed<N>`:
+# the noise of one run, beside which the changes above are chosen.
+FAST3_SEEDS = (1,)
 
 # Single changes to the long recipe tried on validation, by the name of their
 # run directory `long-NAME`: RandAugment then flips alone, without the shifts
 # of up to 4 pixels, as locuslab trains.
 LONG_CHANGES = {
     "without-shifts": {"augment": "randaugment-m12-flip"},
+    # and with 4 times the optimizer steps: the fast recipe's batch and peak rate
+    "without-shifts-batch-128": {"augment": "randaugment-m12-flip", "batch_size": 128,
+                                 "learning_rate": 0.01},
 }
 
 # The fast recipe's leave-one-out runs (`make recipe-runs`): the change that

@@ -4,6 +4,7 @@ saved and loaded as plain Keras layers whatever layers trained them.
 """
 
 import contextlib
+import importlib.metadata
 import math
 import os
 import platform
@@ -222,10 +223,16 @@ def _commit():
 
 
 def environment():
-    """Library versions, hardware and the library's git commit, as records keep them."""
+    """Library versions, hardware and the library's git commit, as records keep them.
+    `backend` is Keras' backend ("tensorflow", "jax", "torch"; records written
+    before it was kept were all trained on TensorFlow), with its package's
+    version under its name."""
+    backend = keras.backend.backend()
     return {
         "python": platform.python_version(),
+        "backend": backend,
         "tensorflow": tf.__version__,
+        **({} if backend == "tensorflow" else {backend: importlib.metadata.version(backend)}),
         "keras": keras.__version__,
         "numpy": np.__version__,
         "platform": platform.platform(),

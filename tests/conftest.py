@@ -52,13 +52,20 @@ def real_cifar10():
 
 
 def cifar10_available():
-    """A local CIFAR-10 copy: $CIFAR10_PATH, or Keras' download cache."""
+    """A local CIFAR-10 copy: $CIFAR10_PATH, or Keras' download cache. With
+    $REQUIRE_CIFAR10 set (as CI sets it), a missing copy stops the tests
+    instead of skipping those that need it."""
     path = os.environ.get("CIFAR10_PATH")
     if path:
-        return os.path.exists(path)
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    cache = os.path.join(home, "datasets", "cifar-10-batches-py")
-    return os.path.isdir(cache)
+        found = os.path.exists(path)
+    else:
+        home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+        found = os.path.isdir(os.path.join(home, "datasets", "cifar-10-batches-py"))
+    if not found and os.environ.get("REQUIRE_CIFAR10"):
+        raise pytest.UsageError(
+            "REQUIRE_CIFAR10 is set but no CIFAR-10 copy was found: set CIFAR10_PATH to "
+            "cifar-10-python.tar.gz or download it into Keras' cache first.")
+    return found
 
 
 def pytest_collection_modifyitems(config, items):

@@ -60,7 +60,7 @@ def _written_out_steps(start, images, labels, steps, batch_size, learning_rate, 
             for i in range(steps)]
 
 
-@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
 def test_train_steps_trains_with_adamw_on_the_first_batches_in_order(
         small_archive, tmp_path, monkeypatch, backend):
     pytest.importorskip(backend)

@@ -173,6 +173,8 @@ def test_a_second_seed_trains_the_full_budget_run_again_and_nothing_else(tiny_co
     assert new == {compare.full_run_name("vit", 7)} == {"vit-seed7"}
     metrics = json.loads((tmp_path / "vit-seed7" / "metrics.json").read_text())
     assert (metrics["seed"], metrics["learning_rate"]) == (7, chosen["vit"])
+    (built,) = [row for row in compare.describe_models() if row["model"] == "vit"]
+    assert (metrics["parameters"], metrics["flops"]) == (built["parameters"], built["flops"])
     results = {r["model"]: r for r in compare.comparison_results(tmp_path)}
     assert results["resnet"]["other_seeds"] == []
     (other,) = results["vit"]["other_seeds"]
@@ -181,6 +183,10 @@ def test_a_second_seed_trains_the_full_budget_run_again_and_nothing_else(tiny_co
     metrics_file = tmp_path / "vit-seed7" / "metrics.json"
     metrics_file.write_text(json.dumps({**metrics, "seed": 8}))
     with pytest.raises(ValueError, match="trained with seed 8, not the seed its name says"):
+        compare.comparison_results(tmp_path)
+    metrics_file.write_text(json.dumps({**metrics, "learning_rate": 0.5}))
+    with pytest.raises(ValueError, match="vit-seed7' was trained at peak rate 0.5, but the "
+                                         f"grid now chooses {chosen['vit']:g}"):
         compare.comparison_results(tmp_path)
 
 
@@ -194,6 +200,9 @@ def test_a_record_trained_otherwise_than_the_protocol_asks_is_refused(tiny_compa
     with pytest.raises(ValueError, match=f"trained at peak rate {rate:g}, but the grid now "
                                          f"chooses {other:g}"):
         compare.run_comparison(tmp_path, splits, only=["vit"], verbose=0)
+    with pytest.raises(ValueError, match=f"trained at peak rate {rate:g}, but the grid now "
+                                         f"chooses {other:g}"):
+        compare.comparison_results(tmp_path)  # reading the records refuses it too
     metrics_file.write_text(json.dumps({**metrics, "seed": 7}))
     with pytest.raises(ValueError, match="not the grid's"):
         compare.grid_results(tmp_path, "vit")

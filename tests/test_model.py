@@ -201,3 +201,14 @@ def test_a_block_without_spatial_mixing_passes_its_input_through():
         rng.integers(0, 256, (2, 32, 32, 3)).astype("uint8"), verbose=0)
     assert np.abs(block_input).max() > 0.1
     np.testing.assert_allclose(block_output, block_input, atol=1e-6)
+
+
+def test_the_fast_layers_say_in_one_line_why_not_on_another_backend():
+    # `train` prints this reason as its note and trains with Keras' own layers.
+    backend = keras.backend.backend()
+    model = build_convmixer(filters=4, depth=1, kernel_size=3, patch_size=2, image_size=8)
+    if backend == "tensorflow":
+        pytest.skip("the fast layers' own backend")
+    assert acceleration_unavailable() == (
+        f"the fast layers need the TensorFlow backend, not {backend}")
+    assert accelerate(model) is model

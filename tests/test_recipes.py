@@ -11,9 +11,11 @@ import pytest
 from conftest import TINY, StopAtEpoch, easy_data, train_tiny
 from convmixer_lib.choices import CLASS_NAMES, RECIPES, recipe_settings
 from convmixer_lib.cli import _parser, main
+from convmixer_lib.fast import acceleration_unavailable
 from convmixer_lib.model import build_convmixer
 from convmixer_lib.recipes import (
     FAST3_CHANGES,
+    FAST3_SEEDS,
     LEAVE_ONE_OUT,
     LONG_CHANGES,
     leave_one_out,
@@ -196,6 +198,13 @@ def test_make_recipe_runs_trains_the_changes_the_library_names(variable, recipe,
         assert changed == changes[name], name
 
 
+def test_make_recipe_runs_trains_the_seeds_the_library_names():
+    makefile = (pathlib.Path(__file__).parents[1] / "Makefile").read_text()
+    seeds = re.search(r"^FAST3_SEEDS := (.*)$", makefile, re.M).group(1).split()
+    assert tuple(int(seed) for seed in seeds) == FAST3_SEEDS
+    assert 42 not in FAST3_SEEDS  # the recipe's own run has seed 42
+
+
 def test_each_tried_change_of_the_3_epoch_and_long_recipes_changes_what_it_names():
     for recipe, changes in (("fast3", FAST3_CHANGES), ("long", LONG_CHANGES)):
         for name, change in changes.items():
@@ -230,6 +239,8 @@ def _gelu_batchnorm_model(fused):
 
 @pytest.mark.parametrize("fused", [False, True])
 def test_reestimated_batchnorm_statistics_average_those_of_the_batches(fused):
+    if fused and acceleration_unavailable():  # the fused layer: TensorFlow's CPU only
+        pytest.skip(acceleration_unavailable())
     keras.utils.set_random_seed(0)
     model, before_bn = _gelu_batchnorm_model(fused)
     rng = np.random.default_rng(0)

@@ -17,10 +17,12 @@ from convmixer_lib.architectures import build_model, model_config
 from convmixer_lib.choices import RECIPES as RECIPE_SETTINGS
 from convmixer_lib.cli import ABLATION_FOLDERS
 from convmixer_lib.fast import accelerate
+from convmixer_lib.flops import forward_flops
 from convmixer_lib.model import build_convmixer, convmixer_config
 from convmixer_lib.recipes import (
     EXAMPLE_TEST_ACCURACY,
     FAST3_CHANGES,
+    FAST3_SEEDS,
     LEAVE_ONE_OUT,
     LOCUSLAB_LOG,
     LONG_CHANGES,
@@ -71,6 +73,7 @@ def test_every_run_in_results_is_listed():
     listed = {"fast", "fast3", "long", FIRST_LONG.name,
               *(f"fast-without-{name}" for name in LEAVE_ONE_OUT),
               *(f"fast3-{name}" for name in FAST3_CHANGES),
+              *(f"fast3-seed{seed}" for seed in FAST3_SEEDS),
               *(f"long-{name}" for name in LONG_CHANGES)}
     assert {p.name for p in RECIPES.iterdir() if p.is_dir()} <= listed
     # Every configuration of the short budget's sweep has its record: chapter 7
@@ -147,34 +150,37 @@ def _assert_history_and_metrics_agree(history, metrics):
 
 
 def _recipe_runs():
-    return [run_dir for run_dir in [FAST, FAST3, LONG, FIRST_LONG, NO_SHIFTS,
+    return [run_dir for run_dir in [FAST, FAST3, LONG, FIRST_LONG,
+                                    *(RECIPES / f"long-{name}" for name in LONG_CHANGES),
                                     *sorted(RECIPES.glob("fast-without-*")),
                                     *sorted(RECIPES.glob("fast3-*"))]
             if run_dir.exists()]
 
 
 def _recipe_and_changes(name):
-    """The recipe a run directory of results/recipes/ names, and its changes."""
+    """The recipe a run directory of results/recipes/ names, its changes and its seed."""
     if name.startswith("fast-without-"):
-        return "fast", LEAVE_ONE_OUT[name.removeprefix("fast-without-")]
+        return "fast", LEAVE_ONE_OUT[name.removeprefix("fast-without-")], 42
+    if re.fullmatch(r"fast3-seed\d+", name):
+        return "fast3", {}, int(name.removeprefix("fast3-seed"))
     if name.startswith("fast3-"):
-        return "fast3", FAST3_CHANGES[name.removeprefix("fast3-")]
+        return "fast3", FAST3_CHANGES[name.removeprefix("fast3-")], 42
     if name.startswith("long-") and name.removeprefix("long-") in LONG_CHANGES:
-        return "long", LONG_CHANGES[name.removeprefix("long-")]
-    return name, {}
+        return "long", LONG_CHANGES[name.removeprefix("long-")], 42
+    return name, {}, 42
 
 
 @pytest.mark.parametrize("run_dir", _recipe_runs(), ids=lambda p: p.name)
 def test_recipe_runs_agree_with_their_recipe_and_their_records(run_dir):
     history = read_json(run_dir / "history.json")
     settings, metrics = recorded_settings(run_dir)
-    recipe, changes = _recipe_and_changes(run_dir.name)
+    recipe, changes, seed = _recipe_and_changes(run_dir.name)
     if run_dir != FIRST_LONG:
         expected = {**RECIPE_SETTINGS[recipe], **changes}
     else:
         recipe, expected = "long", FIRST_LONG_SETTINGS
     assert {key: settings[key] for key in expected} == expected
-    assert metrics["recipe"] == recipe and metrics["seed"] == 42
+    assert metrics["recipe"] == recipe and metrics["seed"] == seed
     assert {key: metrics[key] for key in settings} == settings
     assert (metrics["train_images"], metrics["validation_images"], metrics["test_images"]) == (
         45_000, 5_000, 10_000)
@@ -235,7 +241,8 @@ def test_the_long_run_without_shifts_leads_on_validation():
                for h in history)
 
 
-@pytest.mark.parametrize("run_dir", [FAST, FAST3, LONG, FIRST_LONG, NO_SHIFTS],
+@pytest.mark.parametrize("run_dir", [FAST, FAST3, LONG, FIRST_LONG,
+                                     *(RECIPES / f"long-{name}" for name in LONG_CHANGES)],
                          ids=lambda p: p.name)
 def test_recipe_weights_reach_the_recorded_test_accuracy(run_dir, real_cifar10):
     metrics = read_json(run_dir / "metrics.json")
@@ -304,7 +311,12 @@ def test_comparison_records_follow_the_protocol(run_dir):
         sweep["train_size"] or 45_000, 5_000, 0 if grid else 10_000)
     model = build_model(choices.MODELS[name])
     assert metrics["model"] == read_json(run_dir / "config.json") == model_config(model)
+    assert (metrics["parameters"], metrics["flops"]) == (model.count_params(),
+                                                         forward_flops(model))
     history = read_json(run_dir / "history.json")
+    if not grid:  # at the rate its grid chose, whatever the seed
+        assert metrics["learning_rate"] == compare.chosen_rate(
+            compare.grid_results(COMPARISON, name))
     if grid:
         assert [h["epoch"] for h in history] == list(range(1, metrics["epochs"] + 1))
         assert metrics["best_val_accuracy"] == max(h["val_accuracy"] for h in history)

@@ -41,6 +41,10 @@ def test_run_directory_records_agree(finished_run):
     assert metrics["epochs"] == 4 and len(metrics["seconds_per_epoch"]) == 4
     assert metrics["train_images"] == 512 and metrics["seed"] == 0
     assert metrics["environment"]["keras"] == keras.__version__
+    backend = keras.backend.backend()  # the backend that trained it, and its version
+    assert metrics["environment"]["backend"] == backend
+    if backend != "tensorflow":
+        assert metrics["environment"][backend] == __import__(backend).__version__
     assert np.sum(metrics["confusion_matrix"]) == 128
     assert not (run_dir / "backup").exists()  # removed once the run finished
 
