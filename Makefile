@@ -73,9 +73,9 @@ FAST_WITHOUT := warmup:--warmup=0 peak-rate:--learning-rate=1e-3 \
 # The 3-epoch recipe's changes tried on validation (recipes.FAST3_CHANGES); a change
 # of several settings separates its options with commas.
 FAST3_TRIED := batch-64:--batch-size=64 without-augmentation:--augment=none \
-  batch-64-without-augmentation:--batch-size=64,--augment=none
+  batch-64-without-augmentation:--batch-size=64,--augment=none peak-rate-0.02:--learning-rate=0.02
 # The 3-epoch recipe again with other seeds (recipes.FAST3_SEEDS).
-FAST3_SEEDS := 1
+FAST3_SEEDS := 1 2
 # The long recipe's changes tried on validation (recipes.LONG_CHANGES).
 LONG_TRIED := without-shifts:--augment=randaugment-m12-flip \
   without-shifts-batch-128:--augment=randaugment-m12-flip,--batch-size=128,--learning-rate=0.01
