@@ -116,14 +116,18 @@ def chosen_rate(tried):
 
 def _train(run_dir, splits, model, budget, rate, test, verbose, seed=SEED):
     recipe = BUDGETS[budget]
-    built = build_model(MODELS[model])
     print(f"{os.path.basename(run_dir)}: training into {run_dir}")
     train_recipe(run_dir, splits, recipe["recipe"], model=MODELS[model], seed=seed,
                  train_size=recipe["train_size"], epochs=recipe["epochs"],
                  learning_rate=rate, bn_images=BN_IMAGES, accelerated=False, test=test,
-                 details={"comparison": model, "budget": budget,
-                          "parameters": built.count_params(), "flops": forward_flops(built)},
+                 details={"comparison": model, "budget": budget, **_size(MODELS[model])},
                  verbose=verbose)
+
+
+def _size(config):
+    """`parameters` and forward `flops` per image of the model `config` builds."""
+    built = build_model(config)
+    return {"parameters": built.count_params(), "flops": forward_flops(built)}
 
 
 def run_comparison(folder, splits, only=None, seed=SEED, verbose="auto"):
@@ -187,7 +191,6 @@ def describe_models():
     """
     rows = []
     for model, config in MODELS.items():
-        built = build_model(config)
         if config.get("architecture") == "resnet":
             shape = {"input": "pixels", "blocks": 3 * config["blocks_per_stage"],
                      "width": "–".join(str(width) for width in config["widths"])}
@@ -196,7 +199,7 @@ def describe_models():
             shape = {"input": f"{patch}×{patch} patches", "blocks": config["depth"],
                      "width": str(config.get("filters", config.get("dim")))}
         rows.append({"model": model, "name": MODEL_NAMES[model], "config": config, **shape,
-                     "parameters": built.count_params(), "flops": forward_flops(built)})
+                     **_size(config)})
     return rows
 
 
