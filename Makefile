@@ -76,9 +76,13 @@ FAST3_TRIED := batch-64:--batch-size=64 without-augmentation:--augment=none \
   batch-64-without-augmentation:--batch-size=64,--augment=none peak-rate-0.02:--learning-rate=0.02
 # The 3-epoch recipe again with other seeds (recipes.FAST3_SEEDS).
 FAST3_SEEDS := 1 2
+# Each of its changes again with other seeds (recipes.FAST3_CHANGE_SEEDS), into fast3-NAME-seedN.
+FAST3_CHANGE_SEEDS := 1
 # The long recipe's changes tried on validation (recipes.LONG_CHANGES).
 LONG_TRIED := without-shifts:--augment=randaugment-m12-flip \
   without-shifts-batch-128:--augment=randaugment-m12-flip,--batch-size=128,--learning-rate=0.01
+# Each of them again with other seeds (recipes.LONG_CHANGE_SEEDS), into long-NAME-seedN.
+LONG_CHANGE_SEEDS := 1
 
 .PHONY: install book test check-book clean recipe-runs
 
@@ -141,6 +145,14 @@ recipe-runs: $(STAMP)
 	for seed in $(FAST3_SEEDS); do dir=results/recipes/fast3-seed$$seed; \
 	  test -f $$dir/metrics.json || $(BIN)/python -m convmixer_lib train --recipe fast3 \
 	    --seed $$seed --run-dir $$dir || exit 1; done
+	for run in $(FAST3_TRIED); do for seed in $(FAST3_CHANGE_SEEDS); do \
+	  dir=results/recipes/fast3-$${run%%:*}-seed$$seed; \
+	  test -f $$dir/metrics.json || $(BIN)/python -m convmixer_lib train --recipe fast3 \
+	    --seed $$seed --run-dir $$dir $$(echo $${run#*:} | tr , ' ') || exit 1; done; done
 	for run in $(LONG_TRIED); do dir=results/recipes/long-$${run%%:*}; \
 	  test -f $$dir/metrics.json || $(BIN)/python -m convmixer_lib train --recipe long \
 	    --run-dir $$dir $$(echo $${run#*:} | tr , ' ') || exit 1; done
+	for run in $(LONG_TRIED); do for seed in $(LONG_CHANGE_SEEDS); do \
+	  dir=results/recipes/long-$${run%%:*}-seed$$seed; \
+	  test -f $$dir/metrics.json || $(BIN)/python -m convmixer_lib train --recipe long \
+	    --seed $$seed --run-dir $$dir $$(echo $${run#*:} | tr , ' ') || exit 1; done; done

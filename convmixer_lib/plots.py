@@ -169,18 +169,19 @@ def plot_validation_curves(runs, title="Validation accuracy per epoch"):
     return figure
 
 
-def _accuracy_per_epoch_axes(ax, title):
-    """Label a panel of validation accuracy (0–1) against epochs; ticks at whole
-    percents (steps of 1, 2 or 5 percentage points or more)."""
+def _accuracy_per_epoch_axes(ax, title, ylabel="validation accuracy"):
+    """Label a panel of accuracy (0–1, validation unless `ylabel` says otherwise)
+    against epochs; ticks at whole percents (steps of 1, 2 or 5 points or more)."""
     ax.yaxis.set_major_locator(MaxNLocator(steps=[1, 2, 5, 10]))
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
 
 
-def plot_accuracy_by_epoch_and_hour(runs, title="Validation accuracy"):
+def plot_accuracy_by_epoch_and_hour(runs, title="Validation accuracy",
+                                    ylabel="validation accuracy"):
     """Validation accuracy of several runs against epochs (left) and against
     hours of training (right, cumulative `seconds` of the records; runs whose
     records lack `seconds`, such as a published log, appear on the left only).
@@ -188,6 +189,8 @@ def plot_accuracy_by_epoch_and_hour(runs, title="Validation accuracy"):
     Args:
         runs: maps a legend label to per-epoch records (dicts with `epoch`,
             `val_accuracy` in 0–1 and, for the right panel, `seconds`).
+        ylabel: the left panel's axis label, to name another split where a
+            published log measured one (locuslab's log holds test accuracy).
     """
     if not runs:
         raise ValueError("`runs` must map at least one label to a history, got none.")
@@ -200,7 +203,7 @@ def plot_accuracy_by_epoch_and_hour(runs, title="Validation accuracy"):
             hours = np.cumsum([h["seconds"] for h in history]) / 3600
             by_hour.plot(hours, accuracy, **style)
     by_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
-    _accuracy_per_epoch_axes(by_epoch, f"{title} per epoch")
+    _accuracy_per_epoch_axes(by_epoch, f"{title} per epoch", ylabel)
     by_hour.set_xlabel("hours of training (2 CPU cores)")
     by_hour.set_title(f"{title} per hour of training")
     by_hour.grid(alpha=0.3)

@@ -30,6 +30,9 @@ FAST3_CHANGES = {
 # The 3-epoch recipe trained again with these seeds, each into `fast3-seed<N>`:
 # the noise of one run, beside which the changes above are chosen.
 FAST3_SEEDS = (1, 2)
+# Each change above trained again with these seeds, each into `fast3-NAME-seed<N>`:
+# one run's lead over another was within that noise.
+FAST3_CHANGE_SEEDS = (1,)
 
 # Single changes to the long recipe tried on validation, by the name of their
 # run directory `long-NAME`: RandAugment then flips alone, without the shifts
@@ -40,6 +43,9 @@ LONG_CHANGES = {
     "without-shifts-batch-128": {"augment": "randaugment-m12-flip", "batch_size": 128,
                                  "learning_rate": 0.01},
 }
+# Each change above trained again with these seeds, each into `long-NAME-seed<N>`:
+# their leads over one another on validation were smaller than the seed noise.
+LONG_CHANGE_SEEDS = (1,)
 
 # The fast recipe's leave-one-out runs (`make recipe-runs`): the change that
 # removes each ingredient, by the name of its run directory `fast-without-NAME`.

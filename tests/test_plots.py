@@ -165,9 +165,13 @@ def test_accuracy_by_epoch_and_hour_keeps_each_runs_colour_and_skips_untimed_run
     assert [line.get_label() for line in by_hour.lines] == ["ours"]
     assert by_hour.lines[0].get_color() == by_epoch.lines[1].get_color()
     np.testing.assert_allclose(by_hour.lines[0].get_xdata(), [0.5, 1.0])  # hours
-    assert "hours" in by_hour.get_xlabel() and by_epoch.get_ylabel()
+    assert "hours" in by_hour.get_xlabel() and by_epoch.get_ylabel() == "validation accuracy"
     with pytest.raises(ValueError, match="at least one"):
         plots.plot_accuracy_by_epoch_and_hour({})
+    # A published log that measured the test images says so on the axis.
+    figure = plots.plot_accuracy_by_epoch_and_hour(
+        {"published": [{"epoch": 1, "val_accuracy": 0.4}]}, ylabel="test accuracy")
+    assert figure.axes[0].get_ylabel() == "test accuracy"
 
 
 def test_learning_rates_draw_one_line_per_schedule():

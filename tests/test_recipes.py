@@ -14,10 +14,12 @@ from convmixer_lib.cli import _parser, main
 from convmixer_lib.fast import acceleration_unavailable
 from convmixer_lib.model import build_convmixer
 from convmixer_lib.recipes import (
+    FAST3_CHANGE_SEEDS,
     FAST3_CHANGES,
     FAST3_SEEDS,
     LEAVE_ONE_OUT,
     LONG_CHANGES,
+    LONG_CHANGE_SEEDS,
     leave_one_out,
     plot_smoothed_target,
 )
@@ -198,11 +200,14 @@ def test_make_recipe_runs_trains_the_changes_the_library_names(variable, recipe,
         assert changed == changes[name], name
 
 
-def test_make_recipe_runs_trains_the_seeds_the_library_names():
+@pytest.mark.parametrize("variable, library", [
+    ("FAST3_SEEDS", FAST3_SEEDS), ("FAST3_CHANGE_SEEDS", FAST3_CHANGE_SEEDS),
+    ("LONG_CHANGE_SEEDS", LONG_CHANGE_SEEDS)])
+def test_make_recipe_runs_trains_the_seeds_the_library_names(variable, library):
     makefile = (pathlib.Path(__file__).parents[1] / "Makefile").read_text()
-    seeds = re.search(r"^FAST3_SEEDS := (.*)$", makefile, re.M).group(1).split()
-    assert tuple(int(seed) for seed in seeds) == FAST3_SEEDS
-    assert 42 not in FAST3_SEEDS  # the recipe's own run has seed 42
+    seeds = re.search(rf"^{variable} := (.*)$", makefile, re.M).group(1).split()
+    assert tuple(int(seed) for seed in seeds) == library
+    assert 42 not in library  # the first runs have seed 42
 
 
 def test_each_tried_change_of_the_3_epoch_and_long_recipes_changes_what_it_names():

@@ -22,11 +22,13 @@ from convmixer_lib.flops import forward_flops
 from convmixer_lib.model import build_convmixer, convmixer_config
 from convmixer_lib.recipes import (
     EXAMPLE_TEST_ACCURACY,
+    FAST3_CHANGE_SEEDS,
     FAST3_CHANGES,
     FAST3_SEEDS,
     LEAVE_ONE_OUT,
     LOCUSLAB_LOG,
     LONG_CHANGES,
+    LONG_CHANGE_SEEDS,
 )
 from convmixer_lib.records import ADDED_SETTINGS, read_json
 from convmixer_lib.rundir import load_run_model
@@ -46,6 +48,10 @@ FAST = RECIPES / "fast"
 FAST3 = RECIPES / "fast3"
 LONG = RECIPES / "long"
 NO_SHIFTS = RECIPES / "long-without-shifts"  # the long recipe's change tried on validation
+# The long recipe's tried changes, then their runs with other seeds trained so far.
+LONG_TRIED_RUNS = [*(RECIPES / f"long-{name}" for name in LONG_CHANGES),
+                   *(run_dir for name in LONG_CHANGES for seed in LONG_CHANGE_SEEDS
+                     if (run_dir := RECIPES / f"long-{name}-seed{seed}").exists())]
 # The long recipe's first run, with Keras' RandAugment layer (factor 0.1) and the
 # raw weights' BatchNorm statistics: the settings it trained with.
 FIRST_LONG = RECIPES / "long-keras-randaugment"
@@ -75,7 +81,10 @@ def test_every_run_in_results_is_listed():
               *(f"fast-without-{name}" for name in LEAVE_ONE_OUT),
               *(f"fast3-{name}" for name in FAST3_CHANGES),
               *(f"fast3-seed{seed}" for seed in FAST3_SEEDS),
-              *(f"long-{name}" for name in LONG_CHANGES)}
+              *(f"fast3-{name}-seed{seed}" for name in FAST3_CHANGES
+                for seed in FAST3_CHANGE_SEEDS),
+              *(f"long-{name}" for name in LONG_CHANGES),
+              *(f"long-{name}-seed{seed}" for name in LONG_CHANGES for seed in LONG_CHANGE_SEEDS)}
     assert {p.name for p in RECIPES.iterdir() if p.is_dir()} <= listed
     # Every configuration of the short budget's sweep has its record: chapter 7
     # reads them all; the full budget's records are among its configurations.
@@ -151,8 +160,7 @@ def _assert_history_and_metrics_agree(history, metrics):
 
 
 def _recipe_runs():
-    return [run_dir for run_dir in [FAST, FAST3, LONG, FIRST_LONG,
-                                    *(RECIPES / f"long-{name}" for name in LONG_CHANGES),
+    return [run_dir for run_dir in [FAST, FAST3, LONG, FIRST_LONG, *LONG_TRIED_RUNS,
                                     *sorted(RECIPES.glob("fast-without-*")),
                                     *sorted(RECIPES.glob("fast3-*"))]
             if run_dir.exists()]
@@ -164,10 +172,13 @@ def _recipe_and_changes(name):
         return "fast", LEAVE_ONE_OUT[name.removeprefix("fast-without-")], 42
     if re.fullmatch(r"fast3-seed\d+", name):
         return "fast3", {}, int(name.removeprefix("fast3-seed"))
-    if name.startswith("fast3-"):
-        return "fast3", FAST3_CHANGES[name.removeprefix("fast3-")], 42
-    if name.startswith("long-") and name.removeprefix("long-") in LONG_CHANGES:
-        return "long", LONG_CHANGES[name.removeprefix("long-")], 42
+    if match := re.fullmatch(r"fast3-(.+?)(?:-seed(\d+))?", name):
+        change, seed = match.groups()
+        return "fast3", FAST3_CHANGES[change], int(seed or 42)
+    if match := re.fullmatch(r"long-(.+?)(?:-seed(\d+))?", name):
+        change, seed = match.groups()
+        if change in LONG_CHANGES:
+            return "long", LONG_CHANGES[change], int(seed or 42)
     return name, {}, 42
 
 
@@ -248,8 +259,7 @@ def test_the_long_runs_without_shifts_lead_on_validation():
                for h in history)
 
 
-@pytest.mark.parametrize("run_dir", [FAST, FAST3, LONG, FIRST_LONG,
-                                     *(RECIPES / f"long-{name}" for name in LONG_CHANGES)],
+@pytest.mark.parametrize("run_dir", [FAST, FAST3, LONG, FIRST_LONG, *LONG_TRIED_RUNS],
                          ids=lambda p: p.name)
 def test_recipe_weights_reach_the_recorded_test_accuracy(run_dir, real_cifar10):
     metrics = read_json(run_dir / "metrics.json")
