@@ -16,6 +16,7 @@ from convmixer_lib.model import build_convmixer
 from convmixer_lib.recipes import (
     FAST3_CHANGE_SEEDS,
     FAST3_CHANGES,
+    FAST3_RETRIED,
     FAST3_SEEDS,
     LEAVE_ONE_OUT,
     LONG_CHANGES,
@@ -208,6 +209,8 @@ def test_make_recipe_runs_trains_the_seeds_the_library_names(variable, library):
     seeds = re.search(rf"^{variable} := (.*)$", makefile, re.M).group(1).split()
     assert tuple(int(seed) for seed in seeds) == library
     assert 42 not in library  # the first runs have seed 42
+    retried = re.search(r"^FAST3_RETRIED := (.*)$", makefile, re.M).group(1).split()
+    assert tuple(retried) == FAST3_RETRIED and set(FAST3_RETRIED) <= FAST3_CHANGES.keys()
 
 
 def test_each_tried_change_of_the_3_epoch_and_long_recipes_changes_what_it_names():

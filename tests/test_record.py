@@ -24,6 +24,7 @@ from convmixer_lib.recipes import (
     EXAMPLE_TEST_ACCURACY,
     FAST3_CHANGE_SEEDS,
     FAST3_CHANGES,
+    FAST3_RETRIED,
     FAST3_SEEDS,
     LEAVE_ONE_OUT,
     LOCUSLAB_LOG,
@@ -81,7 +82,7 @@ def test_every_run_in_results_is_listed():
               *(f"fast-without-{name}" for name in LEAVE_ONE_OUT),
               *(f"fast3-{name}" for name in FAST3_CHANGES),
               *(f"fast3-seed{seed}" for seed in FAST3_SEEDS),
-              *(f"fast3-{name}-seed{seed}" for name in FAST3_CHANGES
+              *(f"fast3-{name}-seed{seed}" for name in FAST3_RETRIED
                 for seed in FAST3_CHANGE_SEEDS),
               *(f"long-{name}" for name in LONG_CHANGES),
               *(f"long-{name}-seed{seed}" for name in LONG_CHANGES for seed in LONG_CHANGE_SEEDS)}
@@ -215,6 +216,14 @@ def test_the_fast_recipe_in_3_epochs_passes_the_examples_10_with_mirror_images()
     assert sorted(p.name for p in FAST3.iterdir()) == WEIGHTED_RUN_FILES
     history = read_json(FAST3 / "history.json")
     assert all({"stale_bn_val_accuracy", "bn_seconds"} <= h.keys() for h in history)
+
+
+def test_the_retried_3_epoch_changes_are_those_above_every_seed_of_the_recipe():
+    recipe_runs = [FAST3, *(RECIPES / f"fast3-seed{seed}" for seed in FAST3_SEEDS)]
+    best_seed = max(read_json(run / "metrics.json")["best_val_accuracy"] for run in recipe_runs)
+    above = [name for name in FAST3_CHANGES if read_json(
+        RECIPES / f"fast3-{name}" / "metrics.json")["best_val_accuracy"] > best_seed]
+    assert tuple(above) == FAST3_RETRIED
 
 
 def test_the_long_recipes_first_run_passes_91_percent_in_25_epochs():
