@@ -66,8 +66,8 @@ papermill = $(foreach nb,$(NOTEBOOKS),$(BIN)/papermill $(1) $(nb) $(2)/$(notdir 
 
 # The fast recipe's record and its leave-one-out runs: each ingredient removed
 # once, same budget (30-60 minutes per run on 2 CPU cores); then the changes
-# tried on the 3-epoch and the long recipes (the long: about 2 hours). Finished runs are
-# skipped, an interrupted one resumes.
+# tried on the 3-epoch and the long recipes and their runs with other seeds (each
+# long run about 2 to 3 hours). Finished runs are skipped, an interrupted one resumes.
 FAST_WITHOUT := warmup:--warmup=0 peak-rate:--learning-rate=1e-3 \
   label-smoothing:--label-smoothing=0 averaged-weights:--ema=0 augmentation:--augment=none
 # The 3-epoch recipe's changes tried on validation (recipes.FAST3_CHANGES); a change
@@ -77,9 +77,9 @@ FAST3_TRIED := batch-64:--batch-size=64 without-augmentation:--augment=none \
 # The 3-epoch recipe again with other seeds (recipes.FAST3_SEEDS).
 FAST3_SEEDS := 1 2
 # Those of its changes that scored above every seed of the recipe, again with
-# other seeds (recipes.FAST3_RETRIED, FAST3_CHANGE_SEEDS), into fast3-NAME-seedN.
+# other seeds (recipes.FAST3_RETRIED, FAST3_RETRIED_SEEDS), into fast3-NAME-seedN.
 FAST3_RETRIED := batch-64 without-augmentation batch-64-without-augmentation
-FAST3_CHANGE_SEEDS := 1
+FAST3_RETRIED_SEEDS := 1
 # The long recipe's changes tried on validation (recipes.LONG_CHANGES).
 LONG_TRIED := without-shifts:--augment=randaugment-m12-flip \
   without-shifts-batch-128:--augment=randaugment-m12-flip,--batch-size=128,--learning-rate=0.01
@@ -147,7 +147,7 @@ recipe-runs: $(STAMP)
 	for seed in $(FAST3_SEEDS); do dir=results/recipes/fast3-seed$$seed; \
 	  test -f $$dir/metrics.json || $(BIN)/python -m convmixer_lib train --recipe fast3 \
 	    --seed $$seed --run-dir $$dir || exit 1; done
-	for run in $(FAST3_TRIED); do for seed in $(FAST3_CHANGE_SEEDS); do \
+	for run in $(FAST3_TRIED); do for seed in $(FAST3_RETRIED_SEEDS); do \
 	  case " $(FAST3_RETRIED) " in *" $${run%%:*} "*) ;; *) continue;; esac; \
 	  dir=results/recipes/fast3-$${run%%:*}-seed$$seed; \
 	  test -f $$dir/metrics.json || $(BIN)/python -m convmixer_lib train --recipe fast3 \

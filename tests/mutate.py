@@ -219,6 +219,10 @@ MUTATIONS = [
     Mutation("plots.py", "        ax.imshow(images[i].astype(np.uint8))",
              "        ax.imshow(images[-1 - i].astype(np.uint8))",
              "images drawn under each other's titles", ("test_plots.py", "-k", "images_grid")),
+    Mutation("plots.py", '_accuracy_per_epoch_axes(by_epoch, f"{title} per epoch", ylabel)',
+             '_accuracy_per_epoch_axes(by_epoch, f"{title} per epoch")',
+             "a published log's test accuracy labelled validation accuracy",
+             ("test_plots.py", "-k", "epoch_and_hour")),
     # checks.py
     Mutation("checks.py", "    return check_int(name, value, 1)", "    return check_int(name, value, 0)",
              "0 accepted as a positive integer", ("test_model.py", "-k", "bad_configuration")),

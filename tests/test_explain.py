@@ -464,11 +464,13 @@ def test_exported_files_load_and_agree_in_a_fresh_process(tmp_path):
     assert not loaded["library"]  # neither file needs the library
 
 
-@pytest.mark.skipif(keras.backend.backend() != "torch", reason="a PyTorch limitation")
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="checks the PyTorch backend only")
 def test_keras_savedmodel_export_still_fails_on_pytorch(tmp_path):
     # Why export_model writes model.keras alone on PyTorch. Should a Keras
     # release export there, this fails: then export_model, its docstring, the
     # README's table and chapter 6 should offer the SavedModel on PyTorch too.
+    # (The message is torch.export's: a torch release that rewords it fails
+    # this test too, with Keras unchanged.)
     with pytest.raises(Exception, match="mismatch between the structure of `inputs`"):
         build_convmixer(**TINY).export(tmp_path / "saved_model", verbose=False)
 

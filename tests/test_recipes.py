@@ -14,7 +14,7 @@ from convmixer_lib.cli import _parser, main
 from convmixer_lib.fast import acceleration_unavailable
 from convmixer_lib.model import build_convmixer
 from convmixer_lib.recipes import (
-    FAST3_CHANGE_SEEDS,
+    FAST3_RETRIED_SEEDS,
     FAST3_CHANGES,
     FAST3_RETRIED,
     FAST3_SEEDS,
@@ -202,15 +202,27 @@ def test_make_recipe_runs_trains_the_changes_the_library_names(variable, recipe,
 
 
 @pytest.mark.parametrize("variable, library", [
-    ("FAST3_SEEDS", FAST3_SEEDS), ("FAST3_CHANGE_SEEDS", FAST3_CHANGE_SEEDS),
+    ("FAST3_SEEDS", FAST3_SEEDS), ("FAST3_RETRIED_SEEDS", FAST3_RETRIED_SEEDS),
     ("LONG_CHANGE_SEEDS", LONG_CHANGE_SEEDS)])
 def test_make_recipe_runs_trains_the_seeds_the_library_names(variable, library):
     makefile = (pathlib.Path(__file__).parents[1] / "Makefile").read_text()
     seeds = re.search(rf"^{variable} := (.*)$", makefile, re.M).group(1).split()
     assert tuple(int(seed) for seed in seeds) == library
     assert 42 not in library  # the first runs have seed 42
+
+
+def test_make_recipe_runs_retries_the_changes_the_library_names_with_their_seeds():
+    makefile = (pathlib.Path(__file__).parents[1] / "Makefile").read_text()
     retried = re.search(r"^FAST3_RETRIED := (.*)$", makefile, re.M).group(1).split()
     assert tuple(retried) == FAST3_RETRIED and set(FAST3_RETRIED) <= FAST3_CHANGES.keys()
+    # Chapter 4 compares each retried change with the recipe's run of the same seed.
+    assert set(FAST3_RETRIED_SEEDS) <= set(FAST3_SEEDS)
+    rule = makefile[makefile.index("\nrecipe-runs:"):]
+    for seeds, folder in (("FAST3_RETRIED_SEEDS", "fast3-$${run%%:*}-seed$$seed"),
+                          ("LONG_CHANGE_SEEDS", "long-$${run%%:*}-seed$$seed")):
+        loop = re.search(rf"for seed in \$\({seeds}\); do.*?done; done", rule, re.S)
+        assert loop and f"dir=results/recipes/{folder};" in loop.group(0), seeds
+        assert "--seed $$seed --run-dir $$dir" in loop.group(0), seeds
 
 
 def test_each_tried_change_of_the_3_epoch_and_long_recipes_changes_what_it_names():

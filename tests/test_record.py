@@ -22,7 +22,7 @@ from convmixer_lib.flops import forward_flops
 from convmixer_lib.model import build_convmixer, convmixer_config
 from convmixer_lib.recipes import (
     EXAMPLE_TEST_ACCURACY,
-    FAST3_CHANGE_SEEDS,
+    FAST3_RETRIED_SEEDS,
     FAST3_CHANGES,
     FAST3_RETRIED,
     FAST3_SEEDS,
@@ -49,7 +49,7 @@ FAST = RECIPES / "fast"
 FAST3 = RECIPES / "fast3"
 LONG = RECIPES / "long"
 NO_SHIFTS = RECIPES / "long-without-shifts"  # the long recipe's change tried on validation
-# The long recipe's tried changes, then their runs with other seeds trained so far.
+# The long recipe's tried changes, then those of their runs with other seeds that exist.
 LONG_TRIED_RUNS = [*(RECIPES / f"long-{name}" for name in LONG_CHANGES),
                    *(run_dir for name in LONG_CHANGES for seed in LONG_CHANGE_SEEDS
                      if (run_dir := RECIPES / f"long-{name}-seed{seed}").exists())]
@@ -83,7 +83,7 @@ def test_every_run_in_results_is_listed():
               *(f"fast3-{name}" for name in FAST3_CHANGES),
               *(f"fast3-seed{seed}" for seed in FAST3_SEEDS),
               *(f"fast3-{name}-seed{seed}" for name in FAST3_RETRIED
-                for seed in FAST3_CHANGE_SEEDS),
+                for seed in FAST3_RETRIED_SEEDS),
               *(f"long-{name}" for name in LONG_CHANGES),
               *(f"long-{name}-seed{seed}" for name in LONG_CHANGES for seed in LONG_CHANGE_SEEDS)}
     assert {p.name for p in RECIPES.iterdir() if p.is_dir()} <= listed
