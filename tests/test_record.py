@@ -239,7 +239,7 @@ def test_the_3_epoch_setting_chosen_on_a_fresh_seed_passes_the_examples_10_epoch
     for run_dir in (RECIPES / f"fast3-{chosen}", FAST3_CHOSEN):  # both seeds, images alone
         metrics = read_json(run_dir / "metrics.json")
         assert metrics["epochs"] <= 3 and metrics["bn_images"] > 0
-        assert metrics["test_accuracy"] >= EXAMPLE_TEST_ACCURACY, run_dir.name
+        assert metrics["test_accuracy"] > EXAMPLE_TEST_ACCURACY, run_dir.name
     assert sorted(p.name for p in FAST3_CHOSEN.iterdir()) == WEIGHTED_RUN_FILES
 
 
