@@ -14,13 +14,13 @@ from convmixer_lib.cli import _parser, main
 from convmixer_lib.fast import acceleration_unavailable
 from convmixer_lib.model import build_convmixer
 from convmixer_lib.recipes import (
-    FAST3_RETRIED_SEEDS,
     FAST3_CHANGES,
     FAST3_RETRIED,
+    FAST3_RETRIED_SEEDS,
     FAST3_SEEDS,
     LEAVE_ONE_OUT,
-    LONG_CHANGES,
     LONG_CHANGE_SEEDS,
+    LONG_CHANGES,
     leave_one_out,
     plot_smoothed_target,
 )

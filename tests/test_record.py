@@ -1,10 +1,11 @@
 """The committed runs in results/: their files agree, and the weights of the
 record (results/convmixer-256-8/), of the recipes' runs that keep them (the
 fast, 3-epoch and long recipes, the 3-epoch setting chosen on a fresh seed,
-the long recipe's first run and its tried changes, in results/recipes/) and of the comparison's full-budget runs still
-reach their recorded test accuracy on the real CIFAR-10 test set. The ablation sweep's records
-(results/ablations/) agree with the sweep's configurations, and the
-comparison's (results/comparison/) with its protocol."""
+the long recipe's first run and its tried changes, in results/recipes/) and of
+the comparison's full-budget runs still reach their recorded test accuracy on
+the real CIFAR-10 test set. The ablation sweep's records (results/ablations/)
+agree with the sweep's configurations, and the comparison's
+(results/comparison/) with its protocol."""
 
 import pathlib
 import re
@@ -22,14 +23,14 @@ from convmixer_lib.flops import forward_flops
 from convmixer_lib.model import build_convmixer, convmixer_config
 from convmixer_lib.recipes import (
     EXAMPLE_TEST_ACCURACY,
-    FAST3_RETRIED_SEEDS,
     FAST3_CHANGES,
     FAST3_RETRIED,
+    FAST3_RETRIED_SEEDS,
     FAST3_SEEDS,
     LEAVE_ONE_OUT,
     LOCUSLAB_LOG,
-    LONG_CHANGES,
     LONG_CHANGE_SEEDS,
+    LONG_CHANGES,
 )
 from convmixer_lib.records import ADDED_SETTINGS, read_json
 from convmixer_lib.rundir import load_run_model
