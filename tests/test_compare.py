@@ -5,6 +5,7 @@ agree (tiny models on a tiny archive)."""
 import json
 import os
 import pathlib
+import shutil
 
 import pytest
 
@@ -88,17 +89,39 @@ def test_describe_models_counts_each_models_own_parameters_and_flops():
         ("2×2 patches", 4, "128"), ("2×2 patches", 4, "128")]
 
 
+# The comparison shrunk to two tiny models, three rates and one epoch.
+TINY_COMPARISON = {
+    "MODELS": {k: TINY_MODELS[k] for k in ("vit", "resnet")},
+    "RATES": (0.001, 0.01, 0.1),
+    "FIRST_RATES": (0.001, 0.01),
+    "BUDGETS": {"short": {"recipe": "fast", "epochs": 1, "train_size": 64},
+                "full": {"recipe": "fast", "epochs": 1, "train_size": None}},
+}
+
+
+def shrink_comparison(monkeypatch):
+    for name, value in TINY_COMPARISON.items():
+        monkeypatch.setattr(compare, name, value)
+
+
+@pytest.fixture(scope="module")
+def trained_tiny_comparison(small_archive, tmp_path_factory):
+    """The tiny comparison, trained once for this module: (folder, splits, chosen)."""
+    folder = tmp_path_factory.mktemp("comparison")
+    splits = load_splits(small_archive[0])
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        shrink_comparison(monkeypatch)
+        return folder, splits, compare.run_comparison(folder, splits, verbose=0)
+
+
 @pytest.fixture
-def tiny_comparison(monkeypatch, small_archive, tmp_path):
-    monkeypatch.setattr(compare, "MODELS", {k: TINY_MODELS[k] for k in ("vit", "resnet")})
-    monkeypatch.setattr(compare, "RATES", (0.001, 0.01, 0.1))
-    monkeypatch.setattr(compare, "FIRST_RATES", (0.001, 0.01))
-    monkeypatch.setattr(compare, "BUDGETS", {
-        "short": {"recipe": "fast", "epochs": 1, "train_size": 64},
-        "full": {"recipe": "fast", "epochs": 1, "train_size": None}})
-    path, _ = small_archive
-    splits = load_splits(path)
-    return splits, compare.run_comparison(tmp_path, splits, verbose=0)
+def tiny_comparison(trained_tiny_comparison, monkeypatch, tmp_path):
+    """A copy of the trained tiny comparison in `tmp_path`, the comparison still
+    shrunk: (splits, chosen)."""
+    folder, splits, chosen = trained_tiny_comparison
+    shutil.copytree(folder, tmp_path, dirs_exist_ok=True)
+    shrink_comparison(monkeypatch)
+    return splits, chosen
 
 
 def test_a_comparison_chooses_on_validation_and_tests_only_the_chosen_run(
