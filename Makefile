@@ -1,6 +1,7 @@
 # make book: install, execute the notebooks with papermill, build the HTML book.
-# make test: install, then run the tests and the notebooks (pytest --nbval-lax),
-#   then the backend-neutral unit tests on JAX and PyTorch, most notebooks on JAX.
+# make test: install, then run the tests and the notebooks (pytest --nbval-lax) on
+#   TensorFlow and, beside them, the backend-neutral unit tests and the chapters on
+#   JAX and PyTorch.
 # make check-book: open the built book in headless Chromium (needs Debian's
 #   chromium and chromium-driver); screenshots go to _build/screenshots/.
 PYTHON ?= python3
@@ -20,10 +21,13 @@ BOOK_RUN := $(abspath _build/runs/book)
 BOOK_03_training := -p DEMO_DIR ../_build/runs/book
 BOOK_06_explain := -p EXPORT_DIR ../_build/runs/export
 
-# The tests run every notebook with tiny parameters, from tests/notebooks/.
-TEST_RUN := $(abspath _build/runs/test)
+# The tests run every notebook with tiny parameters, from tests/notebooks/ on
+# TensorFlow and from tests/notebooks-BACKEND/ on the other backends; each backend's
+# notebooks write into run directories of their own (SUFFIX), so that the three
+# passes run side by side.
+TEST_RUN = $(abspath _build/runs/test$(SUFFIX))
 TEST_NOTEBOOKS := tests/notebooks
-TEST_03_training := -p DEMO_EPOCHS 1 -p DEMO_TRAIN_SIZE 256 -p EVAL_SIZE 256 \
+TEST_03_training = -p DEMO_EPOCHS 1 -p DEMO_TRAIN_SIZE 256 -p EVAL_SIZE 256 \
   -p DEMO_DIR $(TEST_RUN) -p RECORD_DIR $(RECORD)
 TEST_04_recipes := -p FAST_DIR $(abspath results/recipes/fast) \
   -p FAST3_DIR $(abspath results/recipes/fast3) -p MEASURE_SIZE 64 \
@@ -37,16 +41,16 @@ TEST_05_filters := -p RUN_DIR $(RECORD) -p CHANNELS 8
 TEST_A1_faster_on_cpu := -p PROFILE $(abspath results/step-profile.json) \
   -p THROUGHPUT $(abspath results/throughput.txt) \
   -p THROUGHPUT_RANDAUGMENT $(abspath results/throughput-randaugment.txt)
-TEST_EXPORT := $(abspath _build/runs/test-export)
-TEST_06_explain := -p RECORD_DIR $(RECORD) -p EVAL_SIZE 256 -p GALLERY 3 \
+TEST_EXPORT = $(abspath _build/runs/test-export$(SUFFIX))
+TEST_06_explain = -p RECORD_DIR $(RECORD) -p EVAL_SIZE 256 -p GALLERY 3 \
   -p EXPORT_DIR $(TEST_EXPORT)
 TEST_07_ablations := -p ABLATIONS_DIR $(abspath results/ablations) \
   -p FULL_ABLATIONS_DIR $(abspath results/ablations-full)
 TEST_08_comparison := -p COMPARISON_DIR $(abspath results/comparison) \
   -p ABLATIONS_DIR $(abspath results/ablations) \
   -p FULL_ABLATIONS_DIR $(abspath results/ablations-full)
-TEST_BACKENDS := $(abspath _build/runs/test-backends)
-TEST_A2_backends := -p RECORD_DIR $(RECORD) -p PREDICT_COUNT 16 -p FILTERS 16 -p DEPTH 1 \
+TEST_BACKENDS = $(abspath _build/runs/test-backends$(SUFFIX))
+TEST_A2_backends = -p RECORD_DIR $(RECORD) -p PREDICT_COUNT 16 -p FILTERS 16 -p DEPTH 1 \
   -p BATCH_SIZE 16 -p STEPS 3 -p START_FILE $(TEST_BACKENDS)/start.keras \
   -p THROUGHPUT $(abspath results/throughput-backends.txt)
 
@@ -86,9 +90,14 @@ LONG_TRIED := without-shifts:--augment=randaugment-m12-flip \
 # Each of them again with other seeds (recipes.LONG_CHANGE_SEEDS), into long-NAME-seedN.
 LONG_CHANGE_SEEDS := 1
 
-.PHONY: install book test check-book clean recipe-runs
+.PHONY: install book test test-tensorflow $(addprefix test-,$(OTHER_BACKENDS)) check-book clean \
+  recipe-runs
 
-install: $(STAMP)
+# Kernels write TensorFlow's C++ start-up log to the terminal, not into the
+# notebooks (in Jupyter and Colab it goes to the server's log as well).
+export IPYTHONDIR := $(abspath _build/ipython)
+
+install: $(STAMP) $(IPYTHONDIR)/profile_default/ipython_kernel_config.py
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -97,15 +106,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps --editable .
 	touch $@
 
-# Kernels write TensorFlow's C++ start-up log to the terminal, not into the
-# notebooks (in Jupyter and Colab it goes to the server's log as well).
-export IPYTHONDIR := $(abspath _build/ipython)
-
 $(IPYTHONDIR)/profile_default/ipython_kernel_config.py:
 	mkdir -p $(dir $@)
 	echo "c.IPKernelApp.capture_fd_output = False" > $@
 
-book: $(STAMP) $(IPYTHONDIR)/profile_default/ipython_kernel_config.py
+book: install
 	rm -rf $(SRC) $(HTML) $(BOOK_RUN) _build/runs/export
 	mkdir -p $(SRC)/notebooks
 	cp -r _config.yml book $(SRC)/
@@ -117,23 +122,32 @@ book: $(STAMP) $(IPYTHONDIR)/profile_default/ipython_kernel_config.py
 	mv $(SRC)/_build/html $(HTML)
 	@echo "The book: $(HTML)/index.html"
 
-test: $(STAMP) $(IPYTHONDIR)/profile_default/ipython_kernel_config.py
-	rm -rf $(TEST_NOTEBOOKS) $(TEST_RUN)
+# TensorFlow's pass runs beside JAX's, then PyTorch's (each keeps about one core
+# busy most of the time); each pass prints its output when it ends.
+test: install
+	$(MAKE) --no-print-directory --jobs 2 --output-sync=target \
+	  test-tensorflow $(addprefix test-,$(OTHER_BACKENDS))
+
+test-tensorflow: install
+	rm -rf $(TEST_NOTEBOOKS) $(TEST_RUN) $(TEST_EXPORT) $(TEST_BACKENDS)
 	mkdir -p $(TEST_NOTEBOOKS)
 	$(call papermill,--prepare-only,$(TEST_NOTEBOOKS),TEST)
 	$(BIN)/python -m pytest --nbval-lax tests
-	for backend in $(OTHER_BACKENDS); do \
-	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q $(BACKEND_TESTS) || exit 1; done
-	for backend in $(OTHER_BACKENDS); do \
-	  rm -rf $(TEST_RUN) $(TEST_EXPORT) $(TEST_BACKENDS); \
-	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q --nbval-lax \
-	    $(addprefix $(TEST_NOTEBOOKS)/,$(addsuffix .ipynb,$(BACKEND_NOTEBOOKS))) || exit 1; done
+
+$(addprefix test-,$(OTHER_BACKENDS)): SUFFIX = -$(subst test-,,$@)
+$(addprefix test-,$(OTHER_BACKENDS)): test-%: install
+	rm -rf $(TEST_NOTEBOOKS)-$* $(TEST_RUN) $(TEST_EXPORT) $(TEST_BACKENDS)
+	mkdir -p $(TEST_NOTEBOOKS)-$*
+	$(call papermill,--prepare-only,$(TEST_NOTEBOOKS)-$*,TEST)
+	KERAS_BACKEND=$* $(BIN)/python -m pytest -q $(BACKEND_TESTS)
+	KERAS_BACKEND=$* $(BIN)/python -m pytest -q --nbval-lax \
+	  $(addprefix $(TEST_NOTEBOOKS)-$*/,$(addsuffix .ipynb,$(BACKEND_NOTEBOOKS)))
 
 check-book: $(STAMP)
 	$(BIN)/python -m pytest -v tests/test_book_in_browser.py
 
 clean:
-	rm -rf _build $(TEST_NOTEBOOKS)
+	rm -rf _build $(TEST_NOTEBOOKS) $(TEST_NOTEBOOKS)-*
 
 recipe-runs: $(STAMP)
 	test -f results/recipes/fast/metrics.json || \
