@@ -5,6 +5,9 @@
 # make check-book: open the built book in headless Chromium (needs Debian's
 #   chromium and chromium-driver); screenshots go to _build/screenshots/.
 PYTHON ?= python3
+# A pipeline fails when any of its commands fails (the test passes pipe their output).
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -106,9 +109,12 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps --editable .
 	touch $@
 
-$(IPYTHONDIR)/profile_default/ipython_kernel_config.py:
+# Kernels that run side by side (make test, and the book beside it in CI) keep
+# no shared command history.
+$(IPYTHONDIR)/profile_default/ipython_kernel_config.py: Makefile
 	mkdir -p $(dir $@)
-	echo "c.IPKernelApp.capture_fd_output = False" > $@
+	printf '%s\n' "c.IPKernelApp.capture_fd_output = False" \
+	  "c.HistoryManager.enabled = False" > $@
 
 book: install
 	rm -rf $(SRC) $(HTML) $(BOOK_RUN) _build/runs/export
@@ -123,25 +129,27 @@ book: install
 	@echo "The book: $(HTML)/index.html"
 
 # TensorFlow's pass runs beside JAX's, then PyTorch's (each keeps about one core
-# busy most of the time); each pass prints its output when it ends.
+# busy most of the time); each line of a pass's tests begins with its backend.
 test: install
-	$(MAKE) --no-print-directory --jobs 2 --output-sync=target \
-	  test-tensorflow $(addprefix test-,$(OTHER_BACKENDS))
+	$(MAKE) --no-print-directory --jobs 2 test-tensorflow $(addprefix test-,$(OTHER_BACKENDS))
+
+# $(call label,BACKEND): a pipe that begins each line with BACKEND.
+label = 2>&1 | sed -u 's/^/$(1): /'
 
 test-tensorflow: install
 	rm -rf $(TEST_NOTEBOOKS) $(TEST_RUN) $(TEST_EXPORT) $(TEST_BACKENDS)
 	mkdir -p $(TEST_NOTEBOOKS)
 	$(call papermill,--prepare-only,$(TEST_NOTEBOOKS),TEST)
-	$(BIN)/python -m pytest --nbval-lax tests
+	$(BIN)/python -m pytest --nbval-lax tests $(call label,tensorflow)
 
 $(addprefix test-,$(OTHER_BACKENDS)): SUFFIX = -$(subst test-,,$@)
 $(addprefix test-,$(OTHER_BACKENDS)): test-%: install
 	rm -rf $(TEST_NOTEBOOKS)-$* $(TEST_RUN) $(TEST_EXPORT) $(TEST_BACKENDS)
 	mkdir -p $(TEST_NOTEBOOKS)-$*
 	$(call papermill,--prepare-only,$(TEST_NOTEBOOKS)-$*,TEST)
-	KERAS_BACKEND=$* $(BIN)/python -m pytest -q $(BACKEND_TESTS)
+	KERAS_BACKEND=$* $(BIN)/python -m pytest -q $(BACKEND_TESTS) $(call label,$*)
 	KERAS_BACKEND=$* $(BIN)/python -m pytest -q --nbval-lax \
-	  $(addprefix $(TEST_NOTEBOOKS)-$*/,$(addsuffix .ipynb,$(BACKEND_NOTEBOOKS)))
+	  $(addprefix $(TEST_NOTEBOOKS)-$*/,$(addsuffix .ipynb,$(BACKEND_NOTEBOOKS))) $(call label,$*)
 
 check-book: $(STAMP)
 	$(BIN)/python -m pytest -v tests/test_book_in_browser.py
