@@ -61,6 +61,8 @@ TEST_A2_backends = -p RECORD_DIR $(RECORD) -p PREDICT_COUNT 16 -p FILTERS 16 -p 
 # and the chapters again on JAX and PyTorch, but the appendix on backends (it
 # runs each backend in a process of its own already).
 OTHER_BACKENDS := jax torch
+# The committed runs' checks, in a pass of their own beside TensorFlow's.
+RECORD_TESTS := tests/test_record.py
 BACKEND_NOTEBOOKS := 01_data 02_model 03_training 04_recipes 05_filters 06_explain \
   07_ablations 08_comparison A1_faster_on_cpu
 BACKEND_TESTS := tests/test_model.py tests/test_data.py tests/test_training.py \
@@ -93,7 +95,7 @@ LONG_TRIED := without-shifts:--augment=randaugment-m12-flip \
 # Each of them again with other seeds (recipes.LONG_CHANGE_SEEDS), into long-NAME-seedN.
 LONG_CHANGE_SEEDS := 1
 
-.PHONY: install book test test-tensorflow $(addprefix test-,$(OTHER_BACKENDS)) check-book clean \
+.PHONY: install book test test-tensorflow test-records $(addprefix test-,$(OTHER_BACKENDS)) check-book clean \
   recipe-runs
 
 # Kernels write TensorFlow's C++ start-up log to the terminal, not into the
@@ -128,10 +130,12 @@ book: install
 	mv $(SRC)/_build/html $(HTML)
 	@echo "The book: $(HTML)/index.html"
 
-# TensorFlow's pass runs beside JAX's, then PyTorch's (each keeps about one core
-# busy most of the time); each line of a pass's tests begins with its backend.
+# TensorFlow's pass, the re-evaluation of the committed runs (tests/test_record.py,
+# half of TensorFlow's time, all cores busy) and JAX's pass run side by side, then
+# PyTorch's; each line of a pass's tests begins with its name.
 test: install
-	$(MAKE) --no-print-directory --jobs 2 test-tensorflow $(addprefix test-,$(OTHER_BACKENDS))
+	$(MAKE) --no-print-directory --jobs 3 test-tensorflow test-records \
+	  $(addprefix test-,$(OTHER_BACKENDS))
 
 # $(call label,BACKEND): a pipe that begins each line with BACKEND.
 label = 2>&1 | sed -u 's/^/$(1): /'
@@ -140,7 +144,10 @@ test-tensorflow: install
 	rm -rf $(TEST_NOTEBOOKS) $(TEST_RUN) $(TEST_EXPORT) $(TEST_BACKENDS)
 	mkdir -p $(TEST_NOTEBOOKS)
 	$(call papermill,--prepare-only,$(TEST_NOTEBOOKS),TEST)
-	$(BIN)/python -m pytest --nbval-lax tests $(call label,tensorflow)
+	$(BIN)/python -m pytest --nbval-lax tests --ignore=$(RECORD_TESTS) $(call label,tensorflow)
+
+test-records: install
+	$(BIN)/python -m pytest $(RECORD_TESTS) $(call label,records)
 
 $(addprefix test-,$(OTHER_BACKENDS)): SUFFIX = -$(subst test-,,$@)
 $(addprefix test-,$(OTHER_BACKENDS)): test-%: install
