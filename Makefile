@@ -73,30 +73,8 @@ BACKEND_TESTS := tests/test_model.py tests/test_data.py tests/test_training.py \
 papermill = $(foreach nb,$(NOTEBOOKS),$(BIN)/papermill $(1) $(nb) $(2)/$(notdir $(nb)) \
   $($(3)_$(basename $(notdir $(nb)))) &&) true
 
-# The fast recipe's record and its leave-one-out runs: each ingredient removed
-# once, same budget (30-60 minutes per run on 2 CPU cores); then the changes
-# tried on the 3-epoch and the long recipes and their runs with other seeds (each
-# long run about 2 to 3 hours). Finished runs are skipped, an interrupted one resumes.
-FAST_WITHOUT := warmup:--warmup=0 peak-rate:--learning-rate=1e-3 \
-  label-smoothing:--label-smoothing=0 averaged-weights:--ema=0 augmentation:--augment=none
-# The 3-epoch recipe's changes tried on validation (recipes.FAST3_CHANGES); a change
-# of several settings separates its options with commas.
-FAST3_TRIED := batch-64:--batch-size=64 without-augmentation:--augment=none \
-  batch-64-without-augmentation:--batch-size=64,--augment=none peak-rate-0.02:--learning-rate=0.02
-# The 3-epoch recipe again with other seeds (recipes.FAST3_SEEDS).
-FAST3_SEEDS := 1 2
-# Those of its changes that scored above every seed of the recipe, again with
-# other seeds (recipes.FAST3_RETRIED, FAST3_RETRIED_SEEDS), into fast3-NAME-seedN.
-FAST3_RETRIED := batch-64 without-augmentation batch-64-without-augmentation
-FAST3_RETRIED_SEEDS := 1
-# The long recipe's changes tried on validation (recipes.LONG_CHANGES).
-LONG_TRIED := without-shifts:--augment=randaugment-m12-flip \
-  without-shifts-batch-128:--augment=randaugment-m12-flip,--batch-size=128,--learning-rate=0.01
-# Each of them again with other seeds (recipes.LONG_CHANGE_SEEDS), into long-NAME-seedN.
-LONG_CHANGE_SEEDS := 1
-
-.PHONY: install book test test-tensorflow test-records $(addprefix test-,$(OTHER_BACKENDS)) check-book clean \
-  recipe-runs
+.PHONY: install book test test-tensorflow test-records $(addprefix test-,$(OTHER_BACKENDS)) \
+  check-book clean recipe-runs
 
 # Kernels write TensorFlow's C++ start-up log to the terminal, not into the
 # notebooks (in Jupyter and Colab it goes to the server's log as well).
@@ -164,27 +142,11 @@ check-book: $(STAMP)
 clean:
 	rm -rf _build $(TEST_NOTEBOOKS) $(TEST_NOTEBOOKS)-*
 
+# The runs of results/recipes/ (recipes.recipe_runs): the recipes, the fast one's
+# leave-one-out runs, the changes tried on the 3-epoch and long recipes and their
+# runs with other seeds; 30-60 minutes per fast run on 2 CPU cores, 2-4 hours per
+# long one. Finished runs are skipped, an interrupted one resumes.
 recipe-runs: $(STAMP)
-	test -f results/recipes/fast/metrics.json || \
-	  $(BIN)/python -m convmixer_lib train --recipe fast --run-dir results/recipes/fast
-	for run in $(FAST_WITHOUT); do dir=results/recipes/fast-without-$${run%%:*}; \
-	  test -f $$dir/metrics.json || $(BIN)/python -m convmixer_lib train --recipe fast \
-	    --run-dir $$dir $${run#*:} || exit 1; done
-	for run in $(FAST3_TRIED); do dir=results/recipes/fast3-$${run%%:*}; \
-	  test -f $$dir/metrics.json || $(BIN)/python -m convmixer_lib train --recipe fast3 \
-	    --run-dir $$dir $$(echo $${run#*:} | tr , ' ') || exit 1; done
-	for seed in $(FAST3_SEEDS); do dir=results/recipes/fast3-seed$$seed; \
-	  test -f $$dir/metrics.json || $(BIN)/python -m convmixer_lib train --recipe fast3 \
-	    --seed $$seed --run-dir $$dir || exit 1; done
-	for run in $(FAST3_TRIED); do for seed in $(FAST3_RETRIED_SEEDS); do \
-	  case " $(FAST3_RETRIED) " in *" $${run%%:*} "*) ;; *) continue;; esac; \
-	  dir=results/recipes/fast3-$${run%%:*}-seed$$seed; \
-	  test -f $$dir/metrics.json || $(BIN)/python -m convmixer_lib train --recipe fast3 \
-	    --seed $$seed --run-dir $$dir $$(echo $${run#*:} | tr , ' ') || exit 1; done; done
-	for run in $(LONG_TRIED); do dir=results/recipes/long-$${run%%:*}; \
-	  test -f $$dir/metrics.json || $(BIN)/python -m convmixer_lib train --recipe long \
-	    --run-dir $$dir $$(echo $${run#*:} | tr , ' ') || exit 1; done
-	for run in $(LONG_TRIED); do for seed in $(LONG_CHANGE_SEEDS); do \
-	  dir=results/recipes/long-$${run%%:*}-seed$$seed; \
-	  test -f $$dir/metrics.json || $(BIN)/python -m convmixer_lib train --recipe long \
-	    --seed $$seed --run-dir $$dir $$(echo $${run#*:} | tr , ' ') || exit 1; done; done
+	$(BIN)/python -m convmixer_lib.recipes | while read -r name options; do \
+	  test -f results/recipes/$$name/metrics.json || $(BIN)/python -m convmixer_lib train \
+	    --run-dir results/recipes/$$name $$options < /dev/null || exit 1; done

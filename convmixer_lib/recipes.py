@@ -51,7 +51,7 @@ LONG_CHANGES = {
 # long recipe itself has one run.)
 LONG_CHANGE_SEEDS = (1,)
 
-# The fast recipe's leave-one-out runs (`make recipe-runs`): the change that
+# The fast recipe's leave-one-out runs: the change that
 # removes each ingredient, by the name of its run directory `fast-without-NAME`.
 LEAVE_ONE_OUT = {
     "warmup": {"warmup": 0.0},
@@ -60,6 +60,33 @@ LEAVE_ONE_OUT = {
     "averaged-weights": {"ema": 0.0},
     "augmentation": {"augment": "none"},
 }
+
+
+def recipe_runs():
+    """The runs of `results/recipes/` that `make recipe-runs` trains, in order:
+    the fast, 3-epoch and long recipes, the fast recipe's leave-one-out runs, the
+    3-epoch recipe's changes and seeds, the retried changes' seeds, the long
+    recipe's changes and their seeds. (The long recipe's first run,
+    `long-keras-randaugment`, trained with settings it has since changed.)
+
+    Returns:
+        A dict from run directory name to the options of `train_recipe` (and of
+        `python -m convmixer_lib train`) that train it: `recipe`, `seed` and the
+        recipe settings the run changes.
+    """
+    runs = {name: {"recipe": name, "seed": 42} for name in ("fast", "fast3", "long")}
+    runs |= {f"fast-without-{name}": {"recipe": "fast", "seed": 42, **change}
+             for name, change in LEAVE_ONE_OUT.items()}
+    runs |= {f"fast3-{name}": {"recipe": "fast3", "seed": 42, **change}
+             for name, change in FAST3_CHANGES.items()}
+    runs |= {f"fast3-seed{seed}": {"recipe": "fast3", "seed": seed} for seed in FAST3_SEEDS}
+    runs |= {f"fast3-{name}-seed{seed}": {"recipe": "fast3", "seed": seed, **FAST3_CHANGES[name]}
+             for name in FAST3_RETRIED for seed in FAST3_RETRIED_SEEDS}
+    runs |= {f"long-{name}": {"recipe": "long", "seed": 42, **change}
+             for name, change in LONG_CHANGES.items()}
+    runs |= {f"long-{name}-seed{seed}": {"recipe": "long", "seed": seed, **change}
+             for name, change in LONG_CHANGES.items() for seed in LONG_CHANGE_SEEDS}
+    return runs
 
 
 def train_recipe(run_dir, splits, recipe="example", model=None, seed=42, train_size=None,
@@ -207,3 +234,10 @@ LOCUSLAB_LOG = [
          0.9238, 0.9248, 0.9253, 0.9255, 0.9260],
         start=1)
 ]
+
+
+if __name__ == "__main__":
+    # `make recipe-runs` reads a line per run: its directory's name, then the
+    # options of `python -m convmixer_lib train` that train it.
+    for name, options in recipe_runs().items():
+        print(name, *(f"--{key.replace('_', '-')}={value}" for key, value in options.items()))

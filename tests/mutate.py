@@ -374,6 +374,14 @@ MUTATIONS = [
              "            test_split,",
              "train_recipe(test=False) tests anyway",
              ("test_compare.py", "-k", "chooses")),
+    Mutation("recipes.py", "{\"recipe\": \"long\", \"seed\": seed, **change}",
+             "{\"recipe\": \"long\", \"seed\": 42, **change}",
+             "make recipe-runs trains the long changes' second seeds with the first seed",
+             ("test_recipes.py", "-k", "recipe_runs")),
+    Mutation("recipes.py", "print(name, *(f\"--{key.replace('_', '-')}={value}\"",
+             "print(name, *(f\"--{key.replace('_', '-')}={value}\" if key != \"seed\" else \"\"",
+             "make recipe-runs trains every run with the default seed",
+             ("test_recipes.py", "-k", "recipe_runs")),
 ]
 
 

@@ -3,6 +3,8 @@
 import json
 import pathlib
 import re
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -19,10 +21,10 @@ from convmixer_lib.recipes import (
     FAST3_RETRIED_SEEDS,
     FAST3_SEEDS,
     LEAVE_ONE_OUT,
-    LONG_CHANGE_SEEDS,
     LONG_CHANGES,
     leave_one_out,
     plot_smoothed_target,
+    recipe_runs,
 )
 from convmixer_lib.rundir import load_run_model
 from convmixer_lib.training import evaluate, learning_rate_schedule, reestimate_batchnorm
@@ -185,44 +187,39 @@ def test_each_leave_one_out_run_removes_one_ingredient_of_the_fast_recipe():
         assert value in (RECIPES["example"][key], "none"), name  # the example's, or nothing
 
 
-@pytest.mark.parametrize("variable, recipe, changes", [
-    ("FAST_WITHOUT", "fast", LEAVE_ONE_OUT), ("FAST3_TRIED", "fast3", FAST3_CHANGES),
-    ("LONG_TRIED", "long", LONG_CHANGES)])
-def test_make_recipe_runs_trains_the_changes_the_library_names(variable, recipe, changes):
-    makefile = (pathlib.Path(__file__).parents[1] / "Makefile").read_text()
-    runs = re.search(rf"^{variable} := (.*?)\n(\n|#)", makefile, re.S | re.M).group(1)
-    options = dict(run.split(":") for run in runs.replace("\\\n", " ").split())
-    assert options.keys() == changes.keys()
-    for name, option in options.items():  # a change of several settings: --a=1,--b=2
-        args = _parser().parse_args(["train", "--recipe", recipe, "--run-dir", "r",
-                                     *option.split(",")])
-        changed = {key: value for key in RECIPES[recipe]
+def test_make_recipe_runs_trains_each_run_with_the_options_the_library_names():
+    listing = subprocess.run([sys.executable, "-m", "convmixer_lib.recipes"],  # what make reads
+                             capture_output=True, text=True, check=True)
+    lines = [line.split() for line in listing.stdout.splitlines()]
+    runs = recipe_runs()
+    assert [name for name, *options in lines] == list(runs)
+    for name, *options in lines:
+        args = _parser().parse_args(["train", "--run-dir", "r", *options])
+        changes = {key: value for key in RECIPES[args.recipe]
                    if (value := getattr(args, key)) is not None}
-        assert changed == changes[name], name
+        assert {"recipe": args.recipe, "seed": args.seed, **changes} == runs[name], name
+    rule = (pathlib.Path(__file__).parents[1] / "Makefile").read_text().split("\nrecipe-runs:")[1]
+    assert "$(BIN)/python -m convmixer_lib.recipes | while read -r name options" in rule
+    assert "--run-dir results/recipes/$$name $$options" in rule
 
 
-@pytest.mark.parametrize("variable, library", [
-    ("FAST3_SEEDS", FAST3_SEEDS), ("FAST3_RETRIED_SEEDS", FAST3_RETRIED_SEEDS),
-    ("LONG_CHANGE_SEEDS", LONG_CHANGE_SEEDS)])
-def test_make_recipe_runs_trains_the_seeds_the_library_names(variable, library):
-    makefile = (pathlib.Path(__file__).parents[1] / "Makefile").read_text()
-    seeds = re.search(rf"^{variable} := (.*)$", makefile, re.M).group(1).split()
-    assert tuple(int(seed) for seed in seeds) == library
-    assert 42 not in library  # the first runs have seed 42
-
-
-def test_make_recipe_runs_retries_the_changes_the_library_names_with_their_seeds():
-    makefile = (pathlib.Path(__file__).parents[1] / "Makefile").read_text()
-    retried = re.search(r"^FAST3_RETRIED := (.*)$", makefile, re.M).group(1).split()
-    assert tuple(retried) == FAST3_RETRIED and set(FAST3_RETRIED) <= FAST3_CHANGES.keys()
+def test_the_recipe_runs_are_named_by_their_recipe_change_and_seed():
+    for name, options in recipe_runs().items():
+        options = dict(options)
+        recipe, seed = options.pop("recipe"), options.pop("seed")
+        base, suffix = re.fullmatch(r"(.+?)(-seed\d+)?", name).groups()
+        assert suffix == (f"-seed{seed}" if seed != 42 else None), name  # first runs: 42
+        assert base == recipe or base.startswith(recipe + "-"), name
+        change = base.removeprefix(recipe).removeprefix("-")
+        if not change:
+            assert options == {}, name
+        elif change.startswith("without-") and recipe == "fast":
+            assert options == LEAVE_ONE_OUT[change.removeprefix("without-")], name
+        else:
+            assert options == {"fast3": FAST3_CHANGES, "long": LONG_CHANGES}[recipe][change], name
     # Chapter 4 compares each retried change with the recipe's run of the same seed.
+    assert set(FAST3_RETRIED) <= FAST3_CHANGES.keys()
     assert set(FAST3_RETRIED_SEEDS) <= set(FAST3_SEEDS)
-    rule = makefile[makefile.index("\nrecipe-runs:"):]
-    for seeds, folder in (("FAST3_RETRIED_SEEDS", "fast3-$${run%%:*}-seed$$seed"),
-                          ("LONG_CHANGE_SEEDS", "long-$${run%%:*}-seed$$seed")):
-        loop = re.search(rf"for seed in \$\({seeds}\); do.*?done; done", rule, re.S)
-        assert loop and f"dir=results/recipes/{folder};" in loop.group(0), seeds
-        assert "--seed $$seed --run-dir $$dir" in loop.group(0), seeds
 
 
 def test_each_tried_change_of_the_3_epoch_and_long_recipes_changes_what_it_names():

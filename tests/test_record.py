@@ -28,10 +28,10 @@ from convmixer_lib.recipes import (
     FAST3_RETRIED,
     FAST3_RETRIED_SEEDS,
     FAST3_SEEDS,
-    LEAVE_ONE_OUT,
     LOCUSLAB_LOG,
     LONG_CHANGE_SEEDS,
     LONG_CHANGES,
+    recipe_runs,
 )
 from convmixer_lib.records import ADDED_SETTINGS, read_json
 from convmixer_lib.rundir import load_run_model
@@ -83,15 +83,7 @@ def test_every_run_in_results_is_listed():
     if COMPARISON.is_dir():
         assert {re.sub(r"-seed\d+$", "", p.name) for p in COMPARISON.iterdir()} <= {
             "grid", *choices.MODELS}
-    listed = {"fast", "fast3", "long", FIRST_LONG.name,
-              *(f"fast-without-{name}" for name in LEAVE_ONE_OUT),
-              *(f"fast3-{name}" for name in FAST3_CHANGES),
-              *(f"fast3-seed{seed}" for seed in FAST3_SEEDS),
-              *(f"fast3-{name}-seed{seed}" for name in FAST3_RETRIED
-                for seed in FAST3_RETRIED_SEEDS),
-              *(f"long-{name}" for name in LONG_CHANGES),
-              *(f"long-{name}-seed{seed}" for name in LONG_CHANGES for seed in LONG_CHANGE_SEEDS)}
-    assert {p.name for p in RECIPES.iterdir() if p.is_dir()} <= listed
+    assert {p.name for p in RECIPES.iterdir() if p.is_dir()} <= {*recipe_runs(), FIRST_LONG.name}
     # Every configuration of the short budget's sweep has its record: chapter 7
     # reads them all; the full budget's records are among its configurations.
     sweep = {run["name"] for run in choices.configurations()}
@@ -165,38 +157,18 @@ def _assert_history_and_metrics_agree(history, metrics):
     assert np.trace(confusion) / confusion.sum() == pytest.approx(metrics["test_accuracy"])
 
 
-def _recipe_runs():
-    return [run_dir for run_dir in [FAST, FAST3, LONG, FIRST_LONG, *LONG_TRIED_RUNS,
-                                    *sorted(RECIPES.glob("fast-without-*")),
-                                    *sorted(RECIPES.glob("fast3-*"))]
-            if run_dir.exists()]
-
-
-def _recipe_and_changes(name):
-    """The recipe a run directory of results/recipes/ names, its changes and its seed."""
-    if name.startswith("fast-without-"):
-        return "fast", LEAVE_ONE_OUT[name.removeprefix("fast-without-")], 42
-    if re.fullmatch(r"fast3-seed\d+", name):
-        return "fast3", {}, int(name.removeprefix("fast3-seed"))
-    if match := re.fullmatch(r"fast3-(.+?)(?:-seed(\d+))?", name):
-        change, seed = match.groups()
-        return "fast3", FAST3_CHANGES[change], int(seed or 42)
-    if match := re.fullmatch(r"long-(.+?)(?:-seed(\d+))?", name):
-        change, seed = match.groups()
-        if change in LONG_CHANGES:
-            return "long", LONG_CHANGES[change], int(seed or 42)
-    return name, {}, 42
-
-
-@pytest.mark.parametrize("run_dir", _recipe_runs(), ids=lambda p: p.name)
+@pytest.mark.parametrize("run_dir", [run_dir for name in [*recipe_runs(), FIRST_LONG.name]
+                                     if (run_dir := RECIPES / name).exists()],
+                         ids=lambda p: p.name)
 def test_recipe_runs_agree_with_their_recipe_and_their_records(run_dir):
     history = read_json(run_dir / "history.json")
     settings, metrics = recorded_settings(run_dir)
-    recipe, changes, seed = _recipe_and_changes(run_dir.name)
     if run_dir != FIRST_LONG:
+        changes = dict(recipe_runs()[run_dir.name])
+        recipe, seed = changes.pop("recipe"), changes.pop("seed")
         expected = {**RECIPE_SETTINGS[recipe], **changes}
     else:
-        recipe, expected = "long", FIRST_LONG_SETTINGS
+        recipe, seed, expected = "long", 42, FIRST_LONG_SETTINGS
     assert {key: settings[key] for key in expected} == expected
     assert metrics["recipe"] == recipe and metrics["seed"] == seed
     assert {key: metrics[key] for key in settings} == settings
@@ -224,8 +196,8 @@ def test_the_fast_recipe_in_3_epochs_passes_the_examples_10_with_mirror_images()
 
 
 def test_the_retried_3_epoch_changes_are_those_above_every_seed_of_the_recipe():
-    recipe_runs = [FAST3, *(RECIPES / f"fast3-seed{seed}" for seed in FAST3_SEEDS)]
-    best_seed = max(read_json(run / "metrics.json")["best_val_accuracy"] for run in recipe_runs)
+    seed_runs = [FAST3, *(RECIPES / f"fast3-seed{seed}" for seed in FAST3_SEEDS)]
+    best_seed = max(read_json(run / "metrics.json")["best_val_accuracy"] for run in seed_runs)
     above = [name for name in FAST3_CHANGES if read_json(
         RECIPES / f"fast3-{name}" / "metrics.json")["best_val_accuracy"] > best_seed]
     assert tuple(above) == FAST3_RETRIED
