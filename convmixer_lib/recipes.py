@@ -62,6 +62,18 @@ LEAVE_ONE_OUT = {
 }
 
 
+def recipe_run_name(recipe, change=None, seed=42):
+    """The name of a run directory of `results/recipes/`: `recipe`'s run with
+    the change named `change` (a key of `FAST3_CHANGES` or `LONG_CHANGES`,
+    "without-" and a key of `LEAVE_ONE_OUT`; None: the recipe unchanged) and
+    `seed`, named only when it is not the first runs' 42.
+
+    >>> recipe_run_name("fast3", "batch-64", seed=1)
+    'fast3-batch-64-seed1'
+    """
+    return "-".join([recipe, *([change] if change else []), *([f"seed{seed}"] if seed != 42 else [])])
+
+
 def recipe_runs():
     """The runs of `results/recipes/` that `make recipe-runs` trains, in order:
     the fast, 3-epoch and long recipes, the fast recipe's leave-one-out runs, the
@@ -74,19 +86,17 @@ def recipe_runs():
         `python -m convmixer_lib train`) that train it: `recipe`, `seed` and the
         recipe settings the run changes.
     """
-    runs = {name: {"recipe": name, "seed": 42} for name in ("fast", "fast3", "long")}
-    runs |= {f"fast-without-{name}": {"recipe": "fast", "seed": 42, **change}
-             for name, change in LEAVE_ONE_OUT.items()}
-    runs |= {f"fast3-{name}": {"recipe": "fast3", "seed": 42, **change}
-             for name, change in FAST3_CHANGES.items()}
-    runs |= {f"fast3-seed{seed}": {"recipe": "fast3", "seed": seed} for seed in FAST3_SEEDS}
-    runs |= {f"fast3-{name}-seed{seed}": {"recipe": "fast3", "seed": seed, **FAST3_CHANGES[name]}
-             for name in FAST3_RETRIED for seed in FAST3_RETRIED_SEEDS}
-    runs |= {f"long-{name}": {"recipe": "long", "seed": 42, **change}
-             for name, change in LONG_CHANGES.items()}
-    runs |= {f"long-{name}-seed{seed}": {"recipe": "long", "seed": seed, **change}
-             for name, change in LONG_CHANGES.items() for seed in LONG_CHANGE_SEEDS}
-    return runs
+    runs = [(recipe, None, {}, 42) for recipe in ("fast", "fast3", "long")]
+    runs += [("fast", f"without-{name}", change, 42) for name, change in LEAVE_ONE_OUT.items()]
+    runs += [("fast3", name, change, 42) for name, change in FAST3_CHANGES.items()]
+    runs += [("fast3", None, {}, seed) for seed in FAST3_SEEDS]
+    runs += [("fast3", name, FAST3_CHANGES[name], seed)
+             for name in FAST3_RETRIED for seed in FAST3_RETRIED_SEEDS]
+    runs += [("long", name, change, 42) for name, change in LONG_CHANGES.items()]
+    runs += [("long", name, change, seed)
+             for name, change in LONG_CHANGES.items() for seed in LONG_CHANGE_SEEDS]
+    return {recipe_run_name(recipe, name, seed): {"recipe": recipe, "seed": seed, **change}
+            for recipe, name, change, seed in runs}
 
 
 def train_recipe(run_dir, splits, recipe="example", model=None, seed=42, train_size=None,
