@@ -51,6 +51,9 @@ SCHEDULES = ("constant", "cosine")
 # 5,000 validate, the other 45,000 train.
 VALIDATION_SIZE = 5000
 TRAIN_IMAGES = 50_000 - VALIDATION_SIZE
+# The seed `train` uses unless told, that of every first run in results/; a run
+# with another seed is named after it (e.g. `fast3-seed1`).
+DEFAULT_SEED = 42
 
 RECIPES = {
     # The Keras example's settings: a constant learning rate, flips, and the

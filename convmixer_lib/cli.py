@@ -24,6 +24,7 @@ from .choices import (
     BUDGETS,
     CLASS_NAMES,
     COMPARISON_SEED,
+    DEFAULT_SEED,
     FIRST_RATES,
     FLIP_ONLY_SUFFIX,
     MODELS,
@@ -206,7 +207,8 @@ def _parser():
                    f"or {RAND_AUGMENT_PREFIX}N (torchvision's RandAugment at magnitude N of 30, then "
                    f"flips and shifts; {RAND_AUGMENT_PREFIX}N{FLIP_ONLY_SUFFIX}: then flips alone); "
                    "recipe's by default")
-    t.add_argument("--seed", type=int_argument(0, SEED_LIMIT), default=42, help="default: 42")
+    t.add_argument("--seed", type=int_argument(0, SEED_LIMIT), default=DEFAULT_SEED,
+                   help=f"default: {DEFAULT_SEED}")
     t.add_argument("--filters", type=positive_int_argument, default=256, help="channels, default: 256")
     t.add_argument("--depth", type=positive_int_argument, default=8, help="blocks, default: 8")
     t.add_argument("--kernel-size", type=positive_int_argument, default=5, help="depthwise kernel, default: 5")

@@ -21,6 +21,7 @@ from convmixer_lib.recipes import (
     FAST3_RETRIED_SEEDS,
     FAST3_SEEDS,
     LEAVE_ONE_OUT,
+    LONG_CHANGE_SEEDS,
     LONG_CHANGES,
     leave_one_out,
     plot_smoothed_target,
@@ -187,7 +188,16 @@ def test_each_leave_one_out_run_removes_one_ingredient_of_the_fast_recipe():
         assert value in (RECIPES["example"][key], "none"), name  # the example's, or nothing
 
 
-def test_make_recipe_runs_trains_each_run_with_the_options_the_library_names():
+def test_the_recipe_runs_are_every_run_the_library_names():
+    runs = recipe_runs()
+    assert len(runs) == (3 + len(LEAVE_ONE_OUT) + len(FAST3_CHANGES) + len(FAST3_SEEDS)
+                         + len(FAST3_RETRIED) * len(FAST3_RETRIED_SEEDS)
+                         + len(LONG_CHANGES) * (1 + len(LONG_CHANGE_SEEDS)))  # no name twice
+    recipes = [options["recipe"] for options in runs.values()]
+    assert recipes == sorted(recipes, key=["fast", "fast3", "long"].index)  # short runs first
+
+
+def test_the_recipe_runs_listing_gives_train_the_options_the_library_names():
     listing = subprocess.run([sys.executable, "-m", "convmixer_lib.recipes"],  # what make reads
                              capture_output=True, text=True, check=True)
     lines = [line.split() for line in listing.stdout.splitlines()]
@@ -198,9 +208,38 @@ def test_make_recipe_runs_trains_each_run_with_the_options_the_library_names():
         changes = {key: value for key in RECIPES[args.recipe]
                    if (value := getattr(args, key)) is not None}
         assert {"recipe": args.recipe, "seed": args.seed, **changes} == runs[name], name
-    rule = (pathlib.Path(__file__).parents[1] / "Makefile").read_text().split("\nrecipe-runs:")[1]
-    assert "$(BIN)/python -m convmixer_lib.recipes | while read -r name options" in rule
-    assert "--run-dir results/recipes/$$name $$options" in rule
+
+
+@pytest.mark.parametrize("failing", [False, True])
+def test_make_recipe_runs_trains_each_unfinished_run_of_the_listing(tmp_path, failing):
+    """The rule, run with a stand-in for Python that lists three runs and logs
+    each training command: a finished run is skipped, the training commands read
+    nothing of the listing, and a failed run stops make."""
+    (tmp_path / "requirements.txt").touch()
+    (tmp_path / "pyproject.toml").touch()
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    (tmp_path / ".venv" / ".installed").touch()
+    python.write_text(f"""#!/bin/bash
+if [ "$*" = "-m convmixer_lib.recipes" ]; then
+  printf 'fast --recipe=fast --seed=42\\nfast3 --recipe=fast3 --seed=1 --ema=0.0\\nlong --recipe=long\\n'
+  exit
+fi
+echo "$* | read: $(cat)" >> calls.log
+[[ "$*" != *fast3* ]] || exit {int(failing)}
+""")
+    python.chmod(0o755)
+    (tmp_path / "results" / "recipes" / "fast").mkdir(parents=True)
+    (tmp_path / "results" / "recipes" / "fast" / "metrics.json").touch()  # finished
+    makefile = pathlib.Path(__file__).parents[1] / "Makefile"
+    made = subprocess.run(["make", "--silent", "-f", str(makefile), "recipe-runs"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert made.returncode == (2 if failing else 0), made.stderr
+    calls = [
+        "-m convmixer_lib train --run-dir results/recipes/fast3 --recipe=fast3 --seed=1 --ema=0.0 | read: ",
+        "-m convmixer_lib train --run-dir results/recipes/long --recipe=long | read: ",
+    ]
+    assert (tmp_path / "calls.log").read_text().splitlines() == calls[:1 if failing else 2]
 
 
 def test_the_recipe_runs_are_named_by_their_recipe_change_and_seed():
