@@ -1,6 +1,7 @@
 """The recipes' pieces: warm-up, smoothed targets, averaged weights, flips at test time."""
 
 import json
+import os
 import pathlib
 import re
 import subprocess
@@ -232,8 +233,11 @@ echo "$* | read: $(cat)" >> calls.log
     (tmp_path / "results" / "recipes" / "fast").mkdir(parents=True)
     (tmp_path / "results" / "recipes" / "fast" / "metrics.json").touch()  # finished
     makefile = pathlib.Path(__file__).parents[1] / "Makefile"
+    # Not the settings of a make this test may run under (make test's jobs).
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     made = subprocess.run(["make", "--silent", "-f", str(makefile), "recipe-runs"], cwd=tmp_path,
-                          capture_output=True, text=True)
+                          env=environment, capture_output=True, text=True)
     assert made.returncode == (2 if failing else 0), made.stderr
     calls = [
         "-m convmixer_lib train --run-dir results/recipes/fast3 --recipe=fast3 --seed=1 --ema=0.0 | read: ",
