@@ -47,6 +47,21 @@ def evaluate(model, images, labels, batch_size=128, flips=False):
     return score(probabilities, labels)
 
 
+def evaluate_plain_and_flips(model, images, labels, batch_size=128):
+    """`evaluate` with `flips=False` and with `flips=True`, from one prediction
+    of `images` and one of their mirror images (not three).
+
+    Returns:
+        `(plain, flips)`: the two `score` dicts.
+    """
+    check_images(images, labels, image_size=model.input_shape[1],
+                 num_classes=model.output_shape[-1])
+    check_positive_int("batch_size", batch_size)
+    plain = model.predict(images, batch_size=batch_size, verbose=0)
+    with_flips = predict_with_flips(model, images, batch_size, plain=plain)
+    return score(plain, labels), score(with_flips, labels)
+
+
 def score(probabilities, labels):
     """Score class `probabilities` (n, classes) against `labels` (n,) or (n, 1).
 
@@ -439,10 +454,7 @@ def _test_record(model, val_dataset, test_data, history, run_dir, settings, deta
                               zip(*val_dataset.as_numpy_iterator()))
     tested = {}
     if test_data is not None:
-        test_images, test_labels = test_data
-        plain = model.predict(test_images, batch_size=128, verbose=0)
-        results = score(plain, test_labels)
-        with_flips = score(predict_with_flips(model, test_images, plain=plain), test_labels)
+        results, with_flips = evaluate_plain_and_flips(model, *test_data)
         tested = {
             "test_loss": results["loss"],
             "test_accuracy": results["accuracy"],

@@ -382,6 +382,13 @@ MUTATIONS = [
              "print(name, *(f\"--{key.replace('_', '-')}={value}\" if key != \"seed\" else \"\"",
              "make recipe-runs trains every run with the default seed",
              ("test_recipes.py", "-k", "recipe_runs")),
+    Mutation("training.py", "    with_flips = predict_with_flips(model, images, batch_size, plain=plain)",
+             "    with_flips = predict_with_flips(model, images, batch_size)",
+             "both evaluations predict the images twice", ("test_recipes.py", "-k", "flips_at_test_time")),
+    Mutation("training.py", "    return score(plain, labels), score(with_flips, labels)",
+             "    return score(with_flips, labels), score(plain, labels)",
+             "the records' test accuracies swapped: mirror images scored as the images alone",
+             ("test_recipes.py", "-k", "flips_at_test_time")),
 ]
 
 

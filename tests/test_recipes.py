@@ -29,7 +29,12 @@ from convmixer_lib.recipes import (
     recipe_runs,
 )
 from convmixer_lib.rundir import load_run_model
-from convmixer_lib.training import evaluate, learning_rate_schedule, reestimate_batchnorm
+from convmixer_lib.training import (
+    evaluate,
+    evaluate_plain_and_flips,
+    learning_rate_schedule,
+    reestimate_batchnorm,
+)
 
 
 def test_warmup_rises_linearly_then_decays_along_a_cosine():
@@ -140,6 +145,16 @@ def test_flips_at_test_time_average_each_image_with_its_mirror():
     with_flips = evaluate(model, x, y, flips=True)
     assert with_flips["accuracy"] == pytest.approx(np.mean(p.argmax(1) == y[:, 0]))
     assert not np.array_equal(with_flips["predictions"], evaluate(model, x, y)["predictions"])
+    # Both at once, from one prediction of the images and one of their mirror images.
+    predicted = []
+    predict = model.predict
+    model.predict = lambda images, **options: predicted.append(images) or predict(images, **options)
+    plain, flips = evaluate_plain_and_flips(model, x, y)
+    assert [np.array_equal(images, x) for images in predicted] == [True, False]
+    del model.predict
+    for got, expected in ((plain, evaluate(model, x, y)), (flips, with_flips)):
+        assert got["accuracy"] == expected["accuracy"]
+        np.testing.assert_array_equal(got["predictions"], expected["predictions"])
 
 
 def test_recipe_settings_apply_changes_and_name_mistakes():

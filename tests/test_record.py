@@ -18,7 +18,6 @@ from convmixer_lib import choices, compare
 from convmixer_lib.architectures import build_model, model_config
 from convmixer_lib.choices import RECIPES as RECIPE_SETTINGS
 from convmixer_lib.cli import ABLATION_FOLDERS
-from convmixer_lib.explain import predict_with_flips
 from convmixer_lib.fast import accelerate
 from convmixer_lib.flops import forward_flops
 from convmixer_lib.model import build_convmixer, convmixer_config
@@ -35,7 +34,7 @@ from convmixer_lib.recipes import (
 )
 from convmixer_lib.records import ADDED_SETTINGS, read_json
 from convmixer_lib.rundir import load_run_model
-from convmixer_lib.training import evaluate, score
+from convmixer_lib.training import evaluate, evaluate_plain_and_flips
 
 RESULTS = pathlib.Path(__file__).resolve().parent.parent / "results"
 RECORD = RESULTS / "convmixer-256-8"
@@ -273,11 +272,9 @@ def assert_test_accuracies(model, run_dir, cifar10):
     metrics = read_json(run_dir / "metrics.json")
     _, (x_test, y_test) = cifar10
     assert len(x_test) == metrics["test_images"] == 10_000
-    plain = model.predict(x_test, batch_size=128, verbose=0)
-    with_flips = predict_with_flips(model, x_test, plain=plain)
-    for probabilities, key in ((plain, "test_accuracy"), (with_flips, "test_accuracy_flips")):
-        accuracy = score(probabilities, y_test)["accuracy"]
-        assert abs(accuracy - metrics[key]) <= 0.002, key
+    for results, key in zip(evaluate_plain_and_flips(model, x_test, y_test),
+                            ("test_accuracy", "test_accuracy_flips"), strict=True):
+        assert abs(results["accuracy"] - metrics[key]) <= 0.002, key
 
 
 def _ablation_runs():
